@@ -1,0 +1,422 @@
+"""Typed, frozen configuration and its YAML form.
+
+A recipe is a YAML file with up to six sections (data, features, model, objective, train,
+sampling) that map onto the frozen dataclasses below. A recipe may start with
+``extends: other.yaml`` (a path relative to the recipe, or a list of them); the parent is
+loaded first and the child is deep-merged over it. Unknown keys are errors that name the key,
+the file and the closest valid key. Overrides ``a.b=value`` (the CLI's ``--set``) are parsed
+as YAML scalars and type-checked against the field.
+
+Relative paths in ``data.root``, ``data.tts_mel_dir``, ``data.cond_dir`` and
+``objective.teacher`` are taken relative to the current working directory (run from the
+repository root, as egs/*/run.sh do).
+
+This module imports only cmaudio.errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from cmaudio.errors import ConfigError
+
+
+# ----------------------------------------------------------------------------------------------
+# Sections
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the audio is and how training examples are cut from it."""
+
+    root: str = "egs/mini/data/ljspeech_mini"  # corpus root (for `filelist`: the list file)
+    format: str = "ljspeech"  # ljspeech | vctk | libritts | folder | filelist
+    sample_rate: int = 22050  # Hz; every file is resampled to this rate on load
+    segment_length: int = 8192  # samples per training crop; must be a multiple of the hop
+    val_fraction: float = 0.1  # share of utterances held out for validation (hash split)
+    test_fraction: float = 0.0  # share held out for testing (hash split)
+    split_seed: int = 0  # salt of the split hash; change it to draw another split
+    max_val_utterances: int = 4  # validation generates audio for at most this many utterances
+    vctk_mic: str = "mic1"  # VCTK microphone: mic1 | mic2
+    libritts_subsets: tuple[str, ...] = ()  # LibriTTS subsets to use (empty: all found)
+    tts_mel_dir: Optional[str] = None  # ground-truth-aligned TTS mels <id>.npy (fine-tuning)
+    cond_dir: Optional[str] = None  # mel domain: TTS features <id>.npy; None = stand-in prior
+    standin_segment: int = 8  # mel domain stand-in: frames averaged per segment
+    standin_smooth: int = 5  # mel domain stand-in: moving-average width (frames) after averaging
+    num_workers: int = 0  # DataLoader workers
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """The mel definition the model is conditioned on (see cmaudio.features.PRESETS)."""
+
+    preset: str = "hifigan"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network, parameterization and conditioning."""
+
+    domain: str = "wave"  # wave (vocoder) | mel (mel decoder for TTS)
+    net: str = "unet1d"  # unet1d | diffwave
+    size: str = "small"  # unet1d size preset: tiny | small | base
+    channels: Optional[tuple[int, ...]] = None  # unet1d: channels per level (overrides size)
+    factors: Optional[tuple[int, ...]] = None  # unet1d: down-sampling factors (product = hop)
+    dropout: float = 0.0  # dropout inside residual blocks
+    residual_layers: int = 30  # diffwave: residual layers
+    residual_channels: int = 64  # diffwave: residual channels
+    dilation_cycle: int = 10  # diffwave: dilation 2^(i mod cycle)
+    sigma_min: float = 0.0002  # eps: boundary of the consistency function (same units as x)
+    sigma_max: float = 2.0  # T: largest noise level
+    sigma_data: Optional[float] = None  # std of the data; None = estimate from the train set
+    rho: float = 7.0  # Karras grid curvature
+    cond_dropout: float = 0.0  # probability of replacing cond by the learned null cond
+    prior: str = "zero"  # mel domain: zero | cond (noise centred on cond, CoMoSpeech-style)
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """Training objective: dsm (teacher), cd, ct or ict."""
+
+    kind: str = "ict"  # dsm | cd | ct | ict
+    distance: dict[str, float] = field(default_factory=lambda: {"pseudo_huber": 1.0})
+    mrstft_fft_sizes: tuple[int, ...] = (512, 1024, 2048)
+    mrstft_hop_sizes: tuple[int, ...] = (128, 256, 512)
+    mrstft_win_lengths: tuple[int, ...] = (512, 1024, 2048)
+    huber_c: Optional[float] = None  # pseudo-Huber c; None = 0.00054 sqrt(dim) (iCT)
+    p_mean: float = -1.1  # lognormal location of sigma (dsm, ict index sampling)
+    p_std: float = 2.0  # lognormal scale of sigma
+    index_sampling: str = "uniform"  # uniform | lognormal (how n is drawn for cd/ct/ict)
+    weighting: str = "uniform"  # uniform | ict (lambda = 1/(sigma_{n+1} - sigma_n))
+    num_scales: int = 18  # cd: N, the discretisation of [sigma_min, sigma_max]
+    solver: str = "heun"  # cd: teacher ODE step, heun | euler
+    target_ema: float = 0.95  # cd: mu, target EMA rate
+    s0: int = 10  # ct/ict: initial discretisation steps
+    s1: int = 1280  # ct/ict: final discretisation steps
+    mu0: float = 0.9  # ct: initial target EMA rate
+    total_steps: Optional[int] = None  # ct/ict: K of the curriculum; None = train.max_steps
+    teacher: Optional[str] = None  # cd: teacher run dir, model dir or DiffWave checkpoint
+    teacher_format: str = "auto"  # auto | cmaudio | diffwave
+    teacher_ema: Optional[float] = None  # cd: EMA rate of the teacher run to use; None = highest
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop."""
+
+    max_steps: int = 1000
+    batch_size: int = 16  # global batch (all processes together, before accumulation)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 100
+    lr_schedule: str = "constant"  # constant | cosine
+    min_lr_ratio: float = 0.1  # cosine: final LR / peak LR
+    grad_clip: float = 1.0  # max global grad norm; 0 = off
+    ema_rates: tuple[float, ...] = (0.999, 0.9999)  # inference EMAs (not the CD/CT target)
+    ckpt_every: int = 500
+    keep_last: int = 3
+    val_every: int = 500
+    log_every: int = 25
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "auto"  # auto (bf16 on cuda, fp32 on cpu) | bf16 | fp32
+    compile: bool = False
+    max_nonfinite: int = 20  # consecutive non-finite steps before the run stops
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Defaults for generation."""
+
+    sigmas: dict[int, tuple[float, ...]] = field(default_factory=dict)  # steps -> sigma list
+    teacher_steps: int = 18  # teacher ODE sampler steps for validation of dsm runs
+    teacher_solver: str = "heun"
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+_CHOICES = {
+    ("data", "format"): ("ljspeech", "vctk", "libritts", "folder", "filelist"),
+    ("data", "vctk_mic"): ("mic1", "mic2"),
+    ("model", "domain"): ("wave", "mel"),
+    ("model", "net"): ("unet1d", "diffwave"),
+    ("model", "prior"): ("zero", "cond"),
+    ("objective", "kind"): ("dsm", "cd", "ct", "ict"),
+    ("objective", "index_sampling"): ("uniform", "lognormal"),
+    ("objective", "weighting"): ("uniform", "ict"),
+    ("objective", "solver"): ("heun", "euler"),
+    ("objective", "teacher_format"): ("auto", "cmaudio", "diffwave"),
+    ("train", "lr_schedule"): ("constant", "cosine"),
+    ("train", "device"): ("auto", "cpu", "cuda"),
+    ("train", "amp"): ("auto", "bf16", "fp32"),
+    ("sampling", "teacher_solver"): ("heun", "euler"),
+}
+
+DISTANCES = ("l2", "l1", "pseudo_huber", "mrstft")
+
+
+def validate(cfg: Config) -> None:
+    """Check values that types alone cannot (choices, ranges); raise ConfigError naming the key."""
+    for (sec, key), choices in _CHOICES.items():
+        v = getattr(getattr(cfg, sec), key)
+        if v not in choices:
+            raise ConfigError(f"{sec}.{key} = {v!r} is not one of {', '.join(choices)}")
+    m, o, t, d = cfg.model, cfg.objective, cfg.train, cfg.data
+    if not 0 < m.sigma_min < m.sigma_max:
+        raise ConfigError(f"model.sigma_min ({m.sigma_min}) must be > 0 and < model.sigma_max ({m.sigma_max})")
+    if m.sigma_data is not None and m.sigma_data <= 0:
+        raise ConfigError(f"model.sigma_data must be positive (got {m.sigma_data}); null estimates it")
+    if not 0 <= m.cond_dropout < 1:
+        raise ConfigError(f"model.cond_dropout must be in [0, 1) (got {m.cond_dropout})")
+    for name in o.distance:
+        if name not in DISTANCES:
+            raise ConfigError(
+                f"objective.distance has unknown term {name!r}; valid: {', '.join(DISTANCES)}"
+                + _suggest(name, DISTANCES)
+            )
+    if not o.distance:
+        raise ConfigError("objective.distance is empty; give at least one term, e.g. {pseudo_huber: 1.0}")
+    if o.num_scales < 2:
+        raise ConfigError(f"objective.num_scales must be >= 2 (got {o.num_scales})")
+    if not 0 <= o.target_ema < 1:
+        raise ConfigError(f"objective.target_ema must be in [0, 1) (got {o.target_ema})")
+    if o.s0 < 1 or o.s1 < o.s0:
+        raise ConfigError(f"objective.s0/s1 must satisfy 1 <= s0 <= s1 (got {o.s0}, {o.s1})")
+    if t.max_steps < 0 or t.batch_size < 1 or t.grad_accum < 1:
+        raise ConfigError("train.max_steps >= 0, train.batch_size >= 1 and train.grad_accum >= 1 are required")
+    if t.batch_size % t.grad_accum:
+        raise ConfigError(f"train.batch_size ({t.batch_size}) must be divisible by train.grad_accum ({t.grad_accum})")
+    for r in t.ema_rates:
+        if not 0 < r < 1:
+            raise ConfigError(f"train.ema_rates must lie in (0, 1) (got {r})")
+    if t.ckpt_every < 1 or t.val_every < 1 or t.log_every < 1 or t.keep_last < 1:
+        raise ConfigError("train.ckpt_every, val_every, log_every and keep_last must be >= 1")
+    if d.segment_length < 1 or d.sample_rate < 1:
+        raise ConfigError("data.segment_length and data.sample_rate must be positive")
+    if not 0 <= d.val_fraction < 1 or not 0 <= d.test_fraction < 1 or d.val_fraction + d.test_fraction >= 1:
+        raise ConfigError("data.val_fraction and data.test_fraction must be in [0, 1) with a sum below 1")
+    for k, sig in cfg.sampling.sigmas.items():
+        if len(sig) != k or any(a <= b for a, b in zip(sig, sig[1:])):
+            raise ConfigError(f"sampling.sigmas[{k}] must list {k} strictly decreasing sigmas (got {list(sig)})")
+
+
+SECTIONS = typing.get_type_hints(Config)  # section name -> dataclass
+
+
+# ----------------------------------------------------------------------------------------------
+# Typed conversion
+# ----------------------------------------------------------------------------------------------
+
+
+def _suggest(name: str, valid) -> str:
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a YAML value to the annotated type `tp`, or raise ConfigError naming `where`."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is Union:
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false (got {value!r})")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be an integer (got {value!r})")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} must be a number (got {value!r})")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where} must be a string (got {value!r})")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list (got {value!r})")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where} must be a list of {len(args)} values (got {value!r})")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping (got {value!r})")
+        kt, vt = args
+        return {_coerce(k, kt, f"{where} key"): _coerce(v, vt, f"{where}[{k}]") for k, v in value.items()}
+    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _section_from_dict(cls, values: dict, where: str, source: str):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    kwargs = {}
+    for key, val in values.items():
+        if key not in names:
+            raise ConfigError(f"unknown key {where}.{key} in {source}{_suggest(str(key), names)}")
+        kwargs[key] = _coerce(val, hints[key], f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def from_dict(values: dict, source: str = "<dict>") -> Config:
+    """Build a Config from nested plain values (as YAML gives them)."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: a recipe must be a mapping of sections, got {type(values).__name__}")
+    hints = typing.get_type_hints(Config)
+    kwargs = {}
+    for sec, val in values.items():
+        if sec not in hints:
+            raise ConfigError(f"unknown section {sec!r} in {source}{_suggest(str(sec), hints)}")
+        if val is None:
+            val = {}
+        if not isinstance(val, dict):
+            raise ConfigError(f"section {sec} in {source} must be a mapping")
+        kwargs[sec] = _section_from_dict(hints[sec], val, sec, source)
+    return Config(**kwargs)
+
+
+def to_dict(cfg: Config) -> dict:
+    """Plain nested dict (lists for tuples) whose from_dict gives back an equal Config."""
+
+    def plain(v):
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return {sec: {k: plain(v) for k, v in dataclasses.asdict(getattr(cfg, sec)).items()} for sec in SECTIONS}
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+# ----------------------------------------------------------------------------------------------
+# Files, extends, overrides
+# ----------------------------------------------------------------------------------------------
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "distance":
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"recipe not found: {path}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read recipe {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path} is not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections")
+    return data
+
+
+def load_raw(path: str | Path, _seen: tuple = ()) -> dict:
+    """Read a recipe with its `extends:` chain resolved; unknown keys are checked per file."""
+    path = Path(path)
+    real = path.resolve()
+    if real in _seen:
+        raise ConfigError(f"extends cycle: {' -> '.join(str(p) for p in (*_seen, real))}")
+    data = _read_yaml(path)
+    parents = data.pop("extends", None)
+    from_dict(data, source=str(path))  # names the file where an unknown key sits
+    merged: dict = {}
+    if parents is not None:
+        for parent in [parents] if isinstance(parents, str) else list(parents):
+            merged = _deep_merge(merged, load_raw(path.parent / str(parent), (*_seen, real)))
+    return _deep_merge(merged, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, _, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"override key {key!r} must be section.key, e.g. train.max_steps")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for text in overrides:
+        (sec, key), value = parse_override(text)
+        if sec not in SECTIONS:
+            raise ConfigError(f"unknown section {sec!r} in --set {text}{_suggest(sec, SECTIONS)}")
+        names = [f.name for f in fields(SECTIONS[sec])]
+        if key not in names:
+            raise ConfigError(f"unknown key {sec}.{key} in --set {text}{_suggest(key, names)}")
+        raw.setdefault(sec, {})
+        raw[sec] = dict(raw[sec] or {})
+        raw[sec][key] = value
+    return raw
+
+
+def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a recipe (with `extends:`), apply `section.key=value` overrides, and validate."""
+    raw = apply_overrides(load_raw(path), overrides)
+    return from_dict(raw, source=str(path))
+
+
+def replace(cfg: Config, **sections: dict) -> Config:
+    """Return a copy with some fields of some sections replaced, e.g. replace(cfg, model={...})."""
+    new = {}
+    for sec, changes in sections.items():
+        new[sec] = dataclasses.replace(getattr(cfg, sec), **changes)
+    return dataclasses.replace(cfg, **new)

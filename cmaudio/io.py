@@ -1,0 +1,109 @@
+"""Safe file I/O: atomic writes and loaders that never execute code.
+
+- Every write goes to a temporary file in the destination directory, is flushed and fsynced,
+  then renamed over the target, so a reader sees the old file or the new one, never half.
+- `load_npy` reads .npy files with ``allow_pickle=False`` and turns every failure (truncated
+  file, object dtype, pickle) into a one-line DataError.
+
+Imports only cmaudio.errors.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from cmaudio.errors import DataError
+
+
+def fsync_dir(path: str | Path) -> None:
+    """fsync a directory so a rename inside it is durable (no-op where unsupported)."""
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to `target`; on success fsync it and rename it onto `target`.
+
+    On an exception the temporary file is removed and `target` is left untouched.
+    `suffix` keeps an extension some writers need (e.g. '.wav' for soundfile).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, target)
+        fsync_dir(target.parent)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(target: str | Path, data: bytes) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(target: str | Path, text: str) -> None:
+    write_bytes_atomic(target, text.encode("utf-8"))
+
+
+def save_npy_atomic(target: str | Path, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    write_bytes_atomic(target, buf.getvalue())
+
+
+def write_wav_atomic(target: str | Path, audio: np.ndarray, sample_rate: int) -> None:
+    """Write mono float audio in [-1, 1] as 16-bit PCM WAV, atomically. audio: (T,)."""
+    import soundfile as sf
+
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    with atomic_path(target, suffix=".wav") as tmp:
+        sf.write(str(tmp), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+
+
+def load_npy(path: str | Path) -> np.ndarray:
+    """Load a numeric .npy array without ever unpickling.
+
+    Raises DataError (one line) for a missing, truncated, pickled/object or non-numeric file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e).lower() or "object" in str(e).lower():
+            raise DataError(
+                f"{path}: holds Python objects (a pickled array); cmaudio never unpickles files — save it with "
+                "np.save(path, array.astype(np.float32))"
+            ) from None
+        raise DataError(f"{path}: not a readable .npy array ({e}); is it truncated?") from None
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npy array ({e}); is it truncated?") from None
+    if isinstance(arr, np.lib.npyio.NpzFile):  # pragma: no cover - np.load of .npz
+        raise DataError(f"{path}: is an .npz archive; give one .npy array per file")
+    if arr.dtype.kind not in "fiu":
+        raise DataError(f"{path}: dtype {arr.dtype} is not numeric; save float32 mel arrays")
+    return arr
