@@ -1,0 +1,27 @@
+"""Training objectives as plain loss modules: `loss, logs = objective(x, cond, mask=..., step=...)`.
+
+- DSMObjective: EDM denoising score matching (the teacher).
+- CDObjective: consistency distillation from a teacher denoiser.
+- CTObjective: consistency training, variants 'ct' (Song et al. 2023) and 'ict' (Song & Dhariwal 2023).
+- distances: l2, l1, pseudo_huber, mrstft and weighted sums.
+"""
+
+from cmaudio.objectives.base import Objective, SampleRNG
+from cmaudio.objectives.cd import CDObjective
+from cmaudio.objectives.ct import CTObjective
+from cmaudio.objectives.distances import L1, L2, MRSTFT, CombinedDistance, PseudoHuber, build_distance
+from cmaudio.objectives.dsm import DSMObjective
+
+__all__ = [
+    "Objective",
+    "SampleRNG",
+    "DSMObjective",
+    "CDObjective",
+    "CTObjective",
+    "L1",
+    "L2",
+    "MRSTFT",
+    "PseudoHuber",
+    "CombinedDistance",
+    "build_distance",
+]

@@ -1,0 +1,123 @@
+"""Shared plumbing of the training objectives.
+
+- `SampleRNG`: per-sample randomness. When a batch carries `seeds` (B,) int64, every random
+  draw of item b (noise, noise level index, cond dropout) comes from its own generator seeded by
+  seeds[b], drawn on the CPU and moved to the data's device. A sample's randomness is then a
+  function of its seed alone: the same on CPU and GPU, whatever the batch size or the number of
+  processes it is split over (this is what makes 2-process DDP equal 1-process training), and
+  exact on resume. Without seeds, the global torch RNG of the data's device is used, which is
+  what a TTS stack calling an objective inside its own loop gets.
+- `same_dropout`: runs a forward pass under a forked RNG seeded identically for the online and
+  the target network, so both see the same dropout masks (CM sec. 5 / the reference code's
+  behaviour) on CPU and CUDA alike.
+- `Objective`: the interface the training loop knows. forward(x, cond, mask=..., seeds=...,
+  step=...) -> (loss, logs) and after_step(step) after each optimizer step.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+
+class SampleRNG:
+    """Random draws for a batch, per item when seeds are given.
+
+    seeds: (B,) int64 tensor or None. device: where results live.
+    """
+
+    def __init__(self, seeds: Optional[Tensor], batch_size: int, device: torch.device) -> None:
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.gens = None
+        if seeds is not None:
+            seeds = seeds.reshape(-1).tolist()
+            if len(seeds) != batch_size:
+                raise ValueError(f"got {len(seeds)} seeds for a batch of {batch_size}")
+            self.gens = [torch.Generator().manual_seed(int(s) & 0x7FFF_FFFF_FFFF_FFFF) for s in seeds]
+
+    def randn(self, *shape: int) -> Tensor:
+        """Standard normal (B, *shape), float32."""
+        if self.gens is None:
+            return torch.randn(self.batch_size, *shape, device=self.device)
+        out = torch.stack([torch.randn(tuple(shape), generator=g) for g in self.gens])
+        return out.to(self.device)
+
+    def rand(self, *shape: int) -> Tensor:
+        """Uniform [0, 1) (B, *shape), float64 so that index sampling is exact."""
+        if self.gens is None:
+            return torch.rand(self.batch_size, *shape, device=self.device, dtype=torch.float64)
+        out = torch.stack([torch.rand(tuple(shape), generator=g, dtype=torch.float64) for g in self.gens])
+        return out.to(self.device)
+
+
+@contextmanager
+def forked_rng(seed: int, device: torch.device):
+    """Run a block with the global RNG (CPU and the CUDA device) seeded by `seed`, then restore it."""
+    devices = [device] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def draw_dropout_seed() -> int:
+    """A seed for `forked_rng`, drawn from the global CPU RNG (saved in checkpoints)."""
+    return int(torch.randint(0, 2**62, (1,)).item())
+
+
+def masked_mean(x: Tensor, mask: Optional[Tensor]) -> Tensor:
+    """Per-item mean over all but the batch dim; with a (B, 1, T) mask, over valid positions only."""
+    if mask is None:
+        return x.flatten(1).mean(1)
+    m = mask.expand_as(x).to(x.dtype)
+    return (x * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)
+
+
+class Objective(nn.Module):
+    """Interface of a training objective.
+
+    `model` is the trainable network wrapper (Denoiser or ConsistencyModel). `online` is what
+    the gradient-carrying forward pass calls; the training loop may replace it with a
+    DistributedDataParallel wrapper of `model`. Frozen helpers (teacher) are not submodules,
+    so `state_dict()` of an objective holds only the model and, for CD/CT, the target network.
+    """
+
+    kind = "base"
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.set_online(model)
+
+    def set_online(self, module: nn.Module) -> None:
+        """Use `module` (e.g. DDP(model)) for the gradient-carrying call; not registered as a submodule."""
+        object.__setattr__(self, "online", module)
+
+    def forward(
+        self,
+        x: Tensor,
+        cond: Optional[Tensor] = None,
+        *,
+        mask: Optional[Tensor] = None,
+        seeds: Optional[Tensor] = None,
+        step: int = 0,
+    ) -> tuple[Tensor, dict[str, float]]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def after_step(self, step: int) -> None:
+        """Called after each optimizer step with the number of steps done (target EMA updates)."""
+
+    def target_state(self) -> dict[str, Tensor]:
+        """Tensors besides the model that a checkpoint must keep (the target network)."""
+        return {}
+
+    def load_target_state(self, state: dict[str, Tensor]) -> None:
+        if state:
+            raise ValueError("this objective keeps no target state")
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        return self

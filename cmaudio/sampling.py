@@ -1,0 +1,203 @@
+"""Samplers: the teacher's ODE sampler, consistency one-step/multistep sampling, zero-shot editing.
+
+All are pure functions: randomness comes from a `torch.Generator` (drawn on the CPU, then moved
+to the model's device, so a seed gives the same audio on CPU and GPU); models are called as
+``model(x, sigma, cond, mask=...)``.
+
+| function              | algorithm                                                     |
+|-----------------------|---------------------------------------------------------------|
+| `ode_sample`          | EDM Alg. 1 (deterministic Heun, or Euler), sigma_max -> 0      |
+| `consistency_sample`  | CM Alg. 1 (multistep consistency sampling)                     |
+| `zero_shot_edit`      | CM Alg. 4 (zero-shot editing with a linear operator A and mask Omega) |
+| `inpaint`             | Alg. 4 with A = identity, Omega = the time gap                 |
+| `bandwidth_extension` | Alg. 4 with A = STFT, Omega = the bins above the known band   |
+
+Shapes: x (B, C, T); cond (B, C_cond, T_cond) or None; sigmas are Python floats.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from cmaudio.param import KarrasParam
+from cmaudio.solvers import get_solver
+
+
+def randn(shape: Sequence[int], generator: Optional[torch.Generator], device, dtype=torch.float32) -> Tensor:
+    """Standard normal noise drawn on the CPU from `generator`, then moved to `device`."""
+    return torch.randn(*shape, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
+
+
+@torch.no_grad()
+def ode_sample(
+    denoiser,
+    shape: Sequence[int],
+    *,
+    sigmas: Sequence[float],
+    cond: Optional[Tensor] = None,
+    solver: str = "heun",
+    generator: Optional[torch.Generator] = None,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+    x_init: Optional[Tensor] = None,
+    mask: Optional[Tensor] = None,
+    to_zero: bool = True,
+) -> Tensor:
+    """Integrate the PF ODE from sigmas[0] down the decreasing list `sigmas` (EDM Alg. 1, no churn).
+
+    x starts at sigmas[0] * z (or `x_init`, already at sigmas[0]). With to_zero=True a final
+    step to sigma = 0 is appended (Euler, as EDM's last step). dtype=float64 runs the ODE in
+    double precision (the network body still runs in float32).
+    NFE: 2 per Heun step (1 for the last step to 0), 1 per Euler step.
+    """
+    device = device if device is not None else (cond.device if cond is not None else "cpu")
+    step = get_solver(solver)
+    if x_init is None:
+        x = randn(shape, generator, device, dtype) * sigmas[0]
+    else:
+        x = x_init.to(device=device, dtype=dtype)
+    levels = list(sigmas) + ([0.0] if to_zero and sigmas[-1] > 0 else [])
+    for s, s_next in zip(levels[:-1], levels[1:]):
+        x = step(denoiser, x, s, s_next, cond, mask=mask)
+        if mask is not None:
+            x = x * mask
+    return x
+
+
+def teacher_sigmas(param: KarrasParam, steps: int) -> list[float]:
+    """Decreasing Karras grid of `steps` + 1 noise levels from sigma_max to sigma_min (EDM eq. 5)."""
+    return param.grid(steps + 1).flip(0).tolist()
+
+
+@torch.no_grad()
+def consistency_sample(
+    model,
+    shape: Sequence[int],
+    *,
+    sigmas: Sequence[float],
+    cond: Optional[Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+    device=None,
+    mask: Optional[Tensor] = None,
+    x_init: Optional[Tensor] = None,
+) -> Tensor:
+    """Multistep consistency sampling (CM Alg. 1). One step when len(sigmas) == 1.
+
+    x = f(sigmas[0] z, sigmas[0]); then for tau in sigmas[1:]:
+        x_tau = x + sqrt(tau^2 - eps^2) z,   x = f(x_tau, tau).
+    sigmas must decrease and lie in (eps, sigma_max]. Returns (B, C, T) float32. NFE = len(sigmas).
+    """
+    if len(sigmas) < 1 or any(a <= b for a, b in zip(sigmas, sigmas[1:])):
+        raise ValueError(f"sigmas must be a non-empty strictly decreasing list, got {list(sigmas)}")
+    device = device if device is not None else (cond.device if cond is not None else "cpu")
+    eps = model.param.sigma_min
+    x = randn(shape, generator, device) * sigmas[0] if x_init is None else x_init
+    if mask is not None:
+        x = x * mask
+    x = model(x, sigmas[0], cond, mask=mask)
+    for tau in sigmas[1:]:
+        x = x + math.sqrt(max(tau * tau - eps * eps, 0.0)) * randn(shape, generator, device)
+        if mask is not None:
+            x = x * mask
+        x = model(x, tau, cond, mask=mask)
+    return x
+
+
+@torch.no_grad()
+def zero_shot_edit(
+    model,
+    y: Tensor,
+    *,
+    replace_known: Callable[[Tensor, Tensor], Tensor],
+    sigmas: Sequence[float],
+    cond: Optional[Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
+    """Zero-shot editing (CM Alg. 4).
+
+    replace_known(x, y) must return A^{-1}[(A y) ⊙ (1 - Omega) + (A x) ⊙ Omega]: x with its
+    known part (under the linear operator A) replaced by y's. Steps:
+        y0 = replace_known(0, y);  x = replace_known(f(y0 + t1 z, t1), y)
+        for t in sigmas[1:]: x = replace_known(f(x + sqrt(t^2 - eps^2) z, t), y)
+    y: (B, C, T) the observation (its unknown part is ignored). Returns (B, C, T).
+    """
+    if len(sigmas) < 1 or any(a <= b for a, b in zip(sigmas, sigmas[1:])):
+        raise ValueError(f"sigmas must be a non-empty strictly decreasing list, got {list(sigmas)}")
+    eps = model.param.sigma_min
+    shape, device = y.shape, y.device
+    y = y.to(torch.float32)
+    y0 = replace_known(torch.zeros_like(y), y)
+    x = model(y0 + sigmas[0] * randn(shape, generator, device), sigmas[0], cond)
+    x = replace_known(x, y)
+    for tau in sigmas[1:]:
+        x = x + math.sqrt(max(tau * tau - eps * eps, 0.0)) * randn(shape, generator, device)
+        x = replace_known(model(x, tau, cond), y)
+    return x
+
+
+def inpaint(
+    model,
+    y: Tensor,
+    known: Tensor,
+    *,
+    sigmas: Sequence[float],
+    cond: Optional[Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
+    """Fill the samples where `known` is False (CM Alg. 4 with A = I, Omega = ~known).
+
+    y (B, C, T); known (B, C, T) or (B, 1, T) bool. The known samples are returned unchanged
+    (bit for bit); the gap holds the model's completion.
+    """
+    known = known.to(device=y.device, dtype=torch.bool).expand_as(y)
+
+    def replace_known(x: Tensor, obs: Tensor) -> Tensor:
+        return torch.where(known, obs, x)
+
+    return zero_shot_edit(model, y, replace_known=replace_known, sigmas=sigmas, cond=cond, generator=generator)
+
+
+def lowpass_bins(n_fft: int, sample_rate: int, cutoff_hz: float) -> int:
+    """Number of rfft bins at or below `cutoff_hz` (bin k sits at k sample_rate / n_fft Hz)."""
+    return int(math.floor(cutoff_hz * n_fft / sample_rate)) + 1
+
+
+def bandwidth_extension(
+    model,
+    y: Tensor,
+    *,
+    sample_rate: int,
+    cutoff_hz: float,
+    sigmas: Sequence[float],
+    cond: Optional[Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+    n_fft: int = 1024,
+    hop_length: int = 256,
+) -> Tensor:
+    """Extend a band-limited recording (CM Alg. 4 with A = STFT, Omega = bins above `cutoff_hz`).
+
+    y: (B, 1, T) waveform at the model's rate whose content above cutoff_hz is missing (e.g. an
+    8 kHz recording upsampled to 22.05 kHz has cutoff 4 kHz). The STFT (Hann, n_fft, hop, centre
+    padded) keeps y's bins up to the cutoff and the model's above it; the inverse STFT's overlap-
+    add makes the result's low band equal y's up to the STFT's consistency error.
+    """
+    window = torch.hann_window(n_fft, device=y.device, dtype=torch.float32)
+    k = lowpass_bins(n_fft, sample_rate, cutoff_hz)
+    length = y.shape[-1]
+
+    def stft(x: Tensor) -> Tensor:
+        return torch.stft(x.reshape(-1, length), n_fft, hop_length, window=window, return_complex=True)
+
+    def replace_known(x: Tensor, obs: Tensor) -> Tensor:
+        X, Y = stft(x), stft(obs)
+        band = torch.zeros(X.shape[-2], 1, dtype=torch.bool, device=x.device)
+        band[:k] = True
+        Z = torch.where(band, Y, X)
+        out = torch.istft(Z, n_fft, hop_length, window=window, length=length)
+        return out.reshape(x.shape)
+
+    return zero_shot_edit(model, y, replace_known=replace_known, sigmas=sigmas, cond=cond, generator=generator)
