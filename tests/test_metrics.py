@@ -1,0 +1,237 @@
+"""Tests for cmaudio.metrics: perfect scores, monotone degradation on real speech, exact definitions."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from cmaudio import metrics as M
+from cmaudio.errors import ConfigError, DataError
+
+WAV = Path(__file__).resolve().parents[1] / "egs/mini/data/ljspeech_mini/wavs/LJ001-0013.wav"
+SNRS_DB = (40, 30, 20, 10)  # decreasing SNR: every metric must get strictly worse along this list
+
+
+@pytest.fixture(scope="module")
+def speech():
+    y, sr = sf.read(str(WAV), dtype="float32")
+    assert sr == 22050 and y.ndim == 1
+    return y[: 3 * sr].astype(np.float64), sr
+
+
+@pytest.fixture(scope="module")
+def noisy(speech):
+    """{snr_db: speech + white noise at that SNR}, fixed seed."""
+    y, _ = speech
+    noise = np.random.default_rng(1234).standard_normal(y.shape[0])
+    noise /= np.sqrt(np.mean(noise**2))
+    p = np.mean(y**2)
+    return {snr: y + noise * math.sqrt(p / 10 ** (snr / 10)) for snr in SNRS_DB}
+
+
+def _has_features() -> bool:
+    try:
+        from cmaudio.features import MelSpectrogram  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _metric_fn(name):
+    if name == "logmel_l1" and not _has_features():
+        pytest.skip("cmaudio.features (MelSpectrogram) not written yet")
+    return {"pesq": M.pesq_wb, "stoi": M.stoi, "mrstft": M.mrstft, "logmel_l1": M.logmel_l1, "mcd": M.mcd}[name]
+
+
+# --- perfect scores ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name, tol", [("pesq", 0.01), ("stoi", 1e-6), ("mrstft", 1e-6), ("logmel_l1", 1e-6), ("mcd", 1e-9)]
+)
+def test_identical_signals_score_perfect(speech, name, tol):
+    y, sr = speech
+    value = _metric_fn(name)(y, y.copy(), sr)
+    assert abs(value - M.PERFECT_SCORE[name]) <= tol, (name, value)
+
+
+def test_identical_signals_perfect_f0(speech):
+    y, sr = speech
+    out = M.f0_metrics(y, y.copy(), sr)
+    assert out == {"f0_rmse_cents": 0.0, "vuv_error": 0.0}
+
+
+def test_compute_all_names_and_perfect(speech):
+    y, sr = speech
+    names = [n for n in M.METRIC_NAMES if n != "logmel_l1" or _has_features()]
+    out = M.compute_all(y, y, sr, metrics=names)
+    assert list(out) == names
+    for n in names:
+        assert abs(out[n] - M.PERFECT_SCORE[n]) <= (0.01 if n == "pesq" else 1e-6), (n, out[n])
+    assert set(M.HIGHER_IS_BETTER) == set(M.METRIC_NAMES) == set(M.METRIC_DEFINITIONS)
+    assert M.HIGHER_IS_BETTER["pesq"] and M.HIGHER_IS_BETTER["stoi"] and not M.HIGHER_IS_BETTER["mcd"]
+
+
+def test_compute_all_unknown_metric():
+    with pytest.raises(ConfigError, match="unknown metric"):
+        M.compute_all(np.zeros(4000), np.zeros(4000), 16000, metrics=["pesq", "lpips"])
+
+
+def test_trims_to_shorter_length(speech):
+    y, sr = speech
+    assert M.mcd(y, y[:-1000], sr) == 0.0
+    assert M.mrstft(y[:-777], y, sr) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_pesq_at_native_16k(speech):
+    import librosa
+
+    y, sr = speech
+    y16 = librosa.resample(y, orig_sr=sr, target_sr=16000)
+    assert M.pesq_wb(y16, y16, 16000) == pytest.approx(4.64, abs=0.01)
+
+
+# --- monotone degradation with noise --------------------------------------------------------------
+@pytest.mark.parametrize("name", ["pesq", "stoi", "mrstft", "logmel_l1", "mcd"])
+def test_metrics_worsen_monotonically_with_noise(speech, noisy, name):
+    y, sr = speech
+    fn = _metric_fn(name)
+    values = [fn(y, noisy[snr], sr) for snr in SNRS_DB]
+    sign = 1.0 if M.HIGHER_IS_BETTER[name] else -1.0
+    goodness = [sign * v for v in values]
+    assert all(a > b for a, b in zip(goodness, goodness[1:])), (name, dict(zip(SNRS_DB, values)))
+    assert sign * M.PERFECT_SCORE[name] > goodness[0], (name, values)
+
+
+def test_vuv_error_grows_at_low_snr(speech, noisy):
+    y, sr = speech
+    clean = M.f0_metrics(y, noisy[40], sr)
+    bad = M.f0_metrics(y, y + 4.0 * (noisy[10] - y), sr)  # about -2 dB SNR
+    assert 0.0 <= clean["vuv_error"] < bad["vuv_error"] <= 1.0
+
+
+# --- F0: exact cents on a pitch-shifted sine ------------------------------------------------------
+@pytest.mark.parametrize("cents", [-70.0, 30.0, 100.0, 250.0])
+def test_f0_rmse_in_cents_on_shifted_sine(cents):
+    sr, f = 22050, 150.0
+    t = np.arange(int(1.2 * sr)) / sr
+    ref = 0.5 * np.sin(2 * np.pi * f * t)
+    est = 0.5 * np.sin(2 * np.pi * f * 2 ** (cents / 1200) * t)
+    out = M.f0_metrics(ref, est, sr)
+    # pYIN reports F0 on a 10-cent grid (0.1-semitone bins), so allow a few cents.
+    assert out["f0_rmse_cents"] == pytest.approx(abs(cents), abs=5.0)
+    assert out["vuv_error"] == 0.0
+
+
+def test_f0_rmse_nan_without_voiced_frames():
+    rng = np.random.default_rng(0)
+    sr = 16000
+    a, b = 0.1 * rng.standard_normal(sr), 0.1 * rng.standard_normal(sr)
+    out = M.f0_metrics(a, b, sr)
+    assert math.isnan(out["f0_rmse_cents"])
+    assert 0.0 <= out["vuv_error"] <= 1.0
+
+
+# --- MCD: the documented definition --------------------------------------------------------------
+def test_mcd_matches_written_definition(speech, noisy):
+    """Recompute MCD with an explicit cosine sum (not a DCT routine) from the docstring's formula."""
+    import librosa
+
+    y, sr = speech  # already 22050 Hz
+
+    def cep(x):
+        p = librosa.feature.melspectrogram(
+            y=x, sr=22050, n_fft=1024, hop_length=256, win_length=1024, window="hann", center=True,
+            pad_mode="constant", power=2.0, n_mels=80, fmin=0.0, fmax=11025.0,
+        )
+        half_ln = 0.5 * np.log(np.maximum(p, 1e-10))  # ln amplitude, (80, frames)
+        m = np.arange(80)
+        basis = np.cos(np.pi * np.arange(1, 25)[:, None] * (m[None, :] + 0.5) / 80)  # (24, 80)
+        return basis @ half_ln / 80.0
+
+    diff = cep(y) - cep(noisy[20])
+    expected = np.mean(10.0 / np.log(10.0) * np.sqrt(2.0 * np.sum(diff**2, axis=0)))
+    assert M.mcd(y, noisy[20], sr) == pytest.approx(expected, rel=1e-9)
+
+
+def test_mcd_ignores_gain_c0_excluded(speech):
+    y, sr = speech
+    # A gain shifts ln P equally in every band: only c_0 changes, which MCD excludes.
+    assert M.mcd(y, 0.5 * y, sr) < 1e-6
+    assert M.mcd(y, 0.5 * y, sr) < 0.01 * M.mcd(y, np.roll(y, 2000), sr)
+
+
+def test_resampled_input_rate(speech):
+    import librosa
+
+    y, sr = speech
+    y24 = librosa.resample(y, orig_sr=sr, target_sr=24000)
+    assert M.mcd(y24, y24, 24000) == 0.0
+    assert M.mcd(y24, 0.9 * y24 + 0.01 * np.sin(np.arange(y24.size)), 24000) > 0.1
+
+
+# --- mean_ci95 -----------------------------------------------------------------------------------
+def test_mean_ci95_known_values():
+    # t_{0.975, 4} = 2.7764, s = sqrt(2.5): half-width = 2.7764 * 1.5811 / sqrt(5) = 1.9632
+    mean, half = M.mean_ci95([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert mean == pytest.approx(3.0)
+    assert half == pytest.approx(1.96324, abs=1e-4)
+    # n = 2: t_{0.975, 1} = 12.7062, s = sqrt(2): half-width = 12.7062 * sqrt(2) / sqrt(2)
+    mean, half = M.mean_ci95(np.array([2.0, 4.0]))
+    assert (mean, half) == (pytest.approx(3.0), pytest.approx(12.7062, abs=1e-3))
+    mean, half = M.mean_ci95([7.5])
+    assert mean == 7.5 and math.isnan(half)
+    mean, half = M.mean_ci95([1.0, float("nan"), 3.0])  # NaN dropped: n = 2
+    assert (mean, half) == (pytest.approx(2.0), pytest.approx(12.7062, abs=1e-3))
+    assert M.mean_ci95([3.0, 3.0, 3.0]) == (3.0, 0.0)
+
+
+def test_mean_ci95_bad_input():
+    with pytest.raises(DataError):
+        M.mean_ci95([])
+    with pytest.raises(DataError):
+        M.mean_ci95([1.0, float("inf")])
+    m, h = M.mean_ci95([float("nan")])
+    assert math.isnan(m) and math.isnan(h)
+
+
+# --- bad input -----------------------------------------------------------------------------------
+GOOD = np.sin(np.arange(8000) / 10.0)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.zeros(0), "empty"),
+        (np.where(np.arange(8000) == 5, np.nan, GOOD), "NaN"),
+        (np.where(np.arange(8000) == 5, np.inf, GOOD), "NaN or inf"),
+        (np.zeros((2, 4000)), "1-D"),
+        ((GOOD * 1000).astype(np.int16), "floating point"),
+        (None, "None"),
+    ],
+)
+@pytest.mark.parametrize("fn", [M.pesq_wb, M.stoi, M.mrstft, M.logmel_l1, M.mcd, M.f0_metrics, M.compute_all])
+def test_bad_input_raises_dataerror(fn, bad, match):
+    with pytest.raises(DataError, match=match):
+        fn(GOOD, bad, 16000)
+    with pytest.raises(DataError, match=match):
+        fn(bad, GOOD, 16000)
+
+
+@pytest.mark.parametrize("sr", [0, -16000, 16000.5, "16000", True])
+def test_bad_sample_rate(sr):
+    with pytest.raises(DataError, match="sample rate"):
+        M.mcd(GOOD, GOOD, sr)
+
+
+def test_torch_input_and_too_short():
+    import torch
+
+    x = torch.from_numpy(GOOD.astype(np.float32))
+    assert M.mcd(x, x.clone(), 16000) == 0.0
+    with pytest.raises(DataError, match="pesq"):
+        M.pesq_wb(GOOD[:1000], GOOD[:1000], 16000)
+    with pytest.raises(DataError, match="stoi"):
+        M.stoi(GOOD[:3000], GOOD[:3000], 16000)
