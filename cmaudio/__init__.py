@@ -1,3 +1,44 @@
-"""cmaudio: consistency models for audio."""
+"""cmaudio: consistency models for audio (Song et al., ICML 2023) — one-step vocoders and mel decoders.
+
+Public API:
+    KarrasParam                      the EDM/consistency parameterization (sigma grid, scalings)
+    Denoiser, ConsistencyModel       a network wrapped by the parameterization
+    DSMObjective, CDObjective, CTObjective   training objectives as plain loss modules
+    MelSpectrogram, PRESETS          the mel conventions of common TTS stacks
+    Vocoder                          mel -> waveform (from_pretrained, decode, inpaint, bwe)
+    MelDecoder                       frame-level features -> mel (for TTS stacks)
+    load_diffwave_checkpoint         a reference DiffWave checkpoint as an EDM denoiser
+"""
 
 __version__ = "0.1.0"
+
+from cmaudio.diffwave_ref import load_diffwave_checkpoint
+from cmaudio.features import PRESETS, MelSpectrogram
+from cmaudio.models import ConsistencyModel, Denoiser
+from cmaudio.objectives import CDObjective, CTObjective, DSMObjective
+from cmaudio.param import KarrasParam
+from cmaudio.vocoder import Vocoder
+
+
+def __getattr__(name):  # MelDecoder imports the mel-domain stack lazily
+    if name == "MelDecoder":
+        from cmaudio.mel import MelDecoder
+
+        return MelDecoder
+    raise AttributeError(f"module 'cmaudio' has no attribute {name!r}")
+
+
+__all__ = [
+    "__version__",
+    "KarrasParam",
+    "Denoiser",
+    "ConsistencyModel",
+    "DSMObjective",
+    "CDObjective",
+    "CTObjective",
+    "MelSpectrogram",
+    "PRESETS",
+    "Vocoder",
+    "MelDecoder",
+    "load_diffwave_checkpoint",
+]

@@ -45,6 +45,7 @@ class DataConfig:
     test_fraction: float = 0.0  # share held out for testing (hash split)
     split_seed: int = 0  # salt of the split hash; change it to draw another split
     max_val_utterances: int = 4  # validation generates audio for at most this many utterances
+    val_seconds: float = 4.0  # validation uses the first seconds of each held-out utterance
     vctk_mic: str = "mic1"  # VCTK microphone: mic1 | mic2
     libritts_subsets: tuple[str, ...] = ()  # LibriTTS subsets to use (empty: all found)
     tts_mel_dir: Optional[str] = None  # ground-truth-aligned TTS mels <id>.npy (fine-tuning)
@@ -67,13 +68,13 @@ class ModelConfig:
 
     domain: str = "wave"  # wave (vocoder) | mel (mel decoder for TTS)
     net: str = "unet1d"  # unet1d | diffwave
-    size: str = "small"  # unet1d size preset: tiny | small | base
+    size: str = "small"  # size preset: unet1d tiny | small | base; diffwave tiny | small | base | large
     channels: Optional[tuple[int, ...]] = None  # unet1d: channels per level (overrides size)
     factors: Optional[tuple[int, ...]] = None  # unet1d: down-sampling factors (product = hop)
     dropout: float = 0.0  # dropout inside residual blocks
-    residual_layers: int = 30  # diffwave: residual layers
-    residual_channels: int = 64  # diffwave: residual channels
-    dilation_cycle: int = 10  # diffwave: dilation 2^(i mod cycle)
+    residual_layers: Optional[int] = None  # diffwave: residual layers (None: from size)
+    residual_channels: Optional[int] = None  # diffwave: residual channels (None: from size)
+    dilation_cycle: Optional[int] = None  # diffwave: dilation 2^(i mod cycle) (None: from size)
     sigma_min: float = 0.0002  # eps: boundary of the consistency function (same units as x)
     sigma_max: float = 2.0  # T: largest noise level
     sigma_data: Optional[float] = None  # std of the data; None = estimate from the train set
@@ -132,6 +133,7 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on cuda, fp32 on cpu) | bf16 | fp32
     compile: bool = False
     max_nonfinite: int = 20  # consecutive non-finite steps before the run stops
+    init_from: Optional[str] = None  # start from these weights (model dir or run dir): fine-tuning
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,193 @@
+"""Build models, teachers and objectives from a Config (the one place config meets code).
+
+- `build_model(cfg, sigma_data, role)`: the network from `model.*` wrapped as a
+  ConsistencyModel (role "consistency") or a Denoiser (role "denoiser").
+- `load_teacher(cfg)`: the CD teacher from `objective.teacher`: a cmaudio training run
+  directory, a cmaudio model directory, or a checkpoint of the reference DiffWave.
+- `build_objective(cfg, model, teacher)`: DSM / CD / CT / iCT with the configured distance.
+
+Imports: config, param, models, nets, features, objectives, checkpoint, diffwave_ref.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from cmaudio import checkpoint as ckpt
+from cmaudio.config import Config, from_dict
+from cmaudio.errors import CheckpointError, ConfigError
+from cmaudio.features import get_preset
+from cmaudio.models import ConsistencyModel, Denoiser
+from cmaudio.nets import build_net
+from cmaudio.objectives import CDObjective, CTObjective, DSMObjective, build_distance
+from cmaudio.param import KarrasParam
+
+
+def role_of(cfg: Config) -> str:
+    """'denoiser' for the DSM teacher, 'consistency' for CD/CT/iCT."""
+    return "denoiser" if cfg.objective.kind == "dsm" else "consistency"
+
+
+def make_param(cfg: Config, sigma_data: float) -> KarrasParam:
+    m = cfg.model
+    return KarrasParam(sigma_min=m.sigma_min, sigma_max=m.sigma_max, sigma_data=float(sigma_data), rho=m.rho)
+
+
+def io_channels(cfg: Config, cond_channels: Optional[int] = None) -> tuple[int, Optional[int], int]:
+    """(in_channels, cond_channels, cond_hop) of the network for the config's domain."""
+    preset = get_preset(cfg.features.preset)
+    if cfg.model.domain == "wave":
+        return 1, preset.n_mels, preset.hop_length
+    return preset.n_mels, (cond_channels if cond_channels is not None else preset.n_mels), 1
+
+
+def build_model(cfg: Config, sigma_data: float, role: Optional[str] = None, *, cond_channels: Optional[int] = None):
+    """The parameterized model for `cfg` (random init). role: 'consistency' | 'denoiser'."""
+    role = role or role_of(cfg)
+    m = cfg.model
+    in_ch, cond_ch, cond_hop = io_channels(cfg, cond_channels)
+    net = build_net(
+        m.net,
+        domain=m.domain,
+        in_channels=in_ch,
+        cond_channels=cond_ch,
+        size=m.size,
+        hop=cond_hop if m.domain == "wave" else None,
+        factors=m.factors,
+        channels=m.channels,
+        dropout=m.dropout,
+        residual_layers=m.residual_layers,
+        residual_channels=m.residual_channels,
+        dilation_cycle=m.dilation_cycle,
+    )
+    cls = ConsistencyModel if role == "consistency" else Denoiser
+    return cls(
+        net,
+        make_param(cfg, sigma_data),
+        cond_channels=cond_ch,
+        cond_hop=cond_hop,
+        null_cond=m.cond_dropout > 0,
+    )
+
+
+def _teacher_from_run(run_dir: Path, ema: Optional[float]) -> nn.Module:
+    c = ckpt.latest_valid(run_dir)
+    if c is None:
+        raise CheckpointError(f"teacher run {run_dir} has no complete checkpoint; train the teacher first")
+    meta = ckpt.read_meta(c)
+    tcfg = from_dict(meta["config"], source=str(c / "meta.json"))
+    if tcfg.objective.kind != "dsm":
+        raise ConfigError(f"objective.teacher {run_dir} is a {tcfg.objective.kind} run, not a dsm teacher")
+    model = build_model(tcfg, meta["sigma_data"], "denoiser")
+    rates = [float(r) for r in meta.get("ema_rates", [])]
+    if ema is not None and ema not in rates:
+        raise ConfigError(f"objective.teacher_ema {ema} not in the teacher run's EMA rates {rates}")
+    name = ckpt.ema_file(ema if ema is not None else min(rates)) if rates else ckpt.MODEL_FILE
+    ckpt.load_state_into(model, ckpt.load_weights(c / name), f"teacher weights {c / name}")
+    model.features_preset = tcfg.features.preset
+    return model
+
+
+def _teacher_from_model_dir(model_dir: Path) -> nn.Module:
+    info, weights = ckpt.read_model_dir(model_dir)
+    if info.get("kind") != "denoiser":
+        raise ConfigError(f"objective.teacher {model_dir} holds a {info.get('kind')} model, not a denoiser (teacher)")
+    tcfg = from_dict(info["config"], source=str(model_dir / ckpt.CONFIG_FILE))
+    model = build_model(tcfg, info["sigma_data"], "denoiser")
+    ckpt.load_state_into(model, weights, f"teacher weights in {model_dir}")
+    model.features_preset = tcfg.features.preset
+    return model
+
+
+def load_teacher(cfg: Config) -> nn.Module:
+    """The frozen CD teacher named by objective.teacher (eval mode, no grads)."""
+    o = cfg.objective
+    if not o.teacher:
+        raise ConfigError("objective.kind is cd but objective.teacher is empty; name a teacher run, model dir or DiffWave checkpoint")
+    path = Path(o.teacher)
+    if not path.exists():
+        raise ConfigError(f"objective.teacher not found: {path} (relative paths are relative to the current directory)")
+    fmt = o.teacher_format
+    if fmt == "auto":
+        if path.is_dir() and (path / ckpt.CKPT_DIR).is_dir():
+            fmt = "cmaudio-run"
+        elif path.is_dir() and (path / ckpt.CONFIG_FILE).is_file():
+            fmt = "cmaudio"
+        else:
+            fmt = "diffwave"
+    if fmt == "cmaudio-run":
+        teacher = _teacher_from_run(path, o.teacher_ema)
+    elif fmt == "cmaudio":
+        teacher = _teacher_from_run(path, o.teacher_ema) if (path / ckpt.CKPT_DIR).is_dir() else _teacher_from_model_dir(path)
+    else:
+        from cmaudio.diffwave_ref import load_diffwave_checkpoint
+
+        teacher = load_diffwave_checkpoint(path)
+        teacher.features_preset = teacher.mel_preset
+    if teacher.features_preset != cfg.features.preset:
+        raise ConfigError(
+            f"the teacher was trained on {teacher.features_preset!r} mels but features.preset is {cfg.features.preset!r}; "
+            "a student must use its teacher's mel preset"
+        )
+    teacher.eval().requires_grad_(False)
+    return teacher
+
+
+def build_objective(cfg: Config, model: nn.Module, teacher: Optional[nn.Module] = None):
+    """The objective of `cfg` around `model` (and `teacher` for CD)."""
+    o, m = cfg.objective, cfg.model
+    if o.kind == "dsm":
+        return DSMObjective(model, p_mean=o.p_mean, p_std=o.p_std, cond_dropout=m.cond_dropout)
+    distance = build_distance(
+        dict(o.distance),
+        huber_c=o.huber_c,
+        huber_c_scale=model.param.sigma_data / 0.5,
+        mrstft_fft_sizes=o.mrstft_fft_sizes,
+        mrstft_hop_sizes=o.mrstft_hop_sizes,
+        mrstft_win_lengths=o.mrstft_win_lengths,
+    )
+    if o.kind == "cd":
+        if teacher is None:
+            teacher = load_teacher(cfg)
+        try:
+            return CDObjective(
+            model,
+            teacher,
+            distance,
+            num_scales=o.num_scales,
+            solver=o.solver,
+            target_ema=o.target_ema,
+            index_sampling=o.index_sampling,
+            weighting=o.weighting,
+            p_mean=o.p_mean,
+            p_std=o.p_std,
+            cond_dropout=m.cond_dropout,
+            )
+        except ValueError as e:  # sigma range outside the teacher's, cond dropout without a null cond
+            raise ConfigError(str(e)) from None
+    return CTObjective(
+        model,
+        distance,
+        variant=o.kind,
+        total_steps=o.total_steps or cfg.train.max_steps,
+        s0=o.s0,
+        s1=o.s1,
+        mu0=o.mu0,
+        index_sampling=o.index_sampling,
+        weighting=o.weighting,
+        p_mean=o.p_mean,
+        p_std=o.p_std,
+        cond_dropout=m.cond_dropout,
+    )
+
+
+def device_of(cfg_device: str) -> torch.device:
+    if cfg_device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg_device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is cuda but no CUDA device is available; use train.device=cpu")
+    return torch.device(cfg_device)

@@ -1,0 +1,374 @@
+"""The `cmaudio` command line (typer). Thin: parse, build a config, call the library.
+
+Every user error (a cmaudio.errors.CmaudioError) is printed as one line ``error: ...`` with exit
+status 2 and no traceback; set CMAUDIO_DEBUG=1 to see tracebacks. This is the only module that
+imports typer.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from cmaudio.errors import CmaudioError, DataError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Consistency models for audio: train, vocode, edit, evaluate.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect corpora.")
+config_app = typer.Typer(no_args_is_help=True, help="Inspect recipes.")
+edit_app = typer.Typer(no_args_is_help=True, help="Zero-shot editing with a consistency vocoder.")
+app.add_typer(data_app, name="data")
+app.add_typer(config_app, name="config")
+app.add_typer(edit_app, name="edit")
+
+
+def _err(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name not in ("cpu", "cuda"):
+        raise DataError(f"--device must be cpu or cuda (got {name!r})")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DataError("--device cuda requested but no CUDA device is available; use --device cpu")
+    return name
+
+
+# ----------------------------------------------------------------------------------------------
+# train / export / config / data / mel
+# ----------------------------------------------------------------------------------------------
+
+
+@app.command()
+def train(
+    recipe: Path = typer.Argument(..., help="recipe YAML, e.g. recipes/mini_ct.yaml"),
+    set_: List[str] = typer.Option([], "--set", help="override a recipe value: section.key=value (repeatable)"),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="where checkpoints and logs go (default runs/<recipe>)"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint in --run-dir"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Train a teacher (dsm), or a consistency model by CD, CT or iCT, from a recipe."""
+    from cmaudio.config import load
+    from cmaudio.train import train as run
+
+    cfg = load(recipe, set_)
+    run(cfg, run_dir or Path("runs") / recipe.stem, resume=resume, progress=not quiet)
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="a training run directory"),
+    out: Path = typer.Option(..., "-o", "--out", help="model directory to write"),
+    ema: Optional[float] = typer.Option(None, "--ema", help="EMA rate to export (default: the smallest of the run)"),
+    onnx: bool = typer.Option(False, "--onnx", help="also write model.onnx (needs the onnx extra)"),
+) -> None:
+    """Write a model directory (config.json + model.safetensors) from a training run."""
+    from cmaudio.export import export_run
+
+    export_run(run_dir, out, ema=ema, onnx=onnx)
+    typer.echo(f"wrote {out}")
+
+
+@config_app.command("show")
+def config_show(
+    recipe: Path = typer.Argument(...),
+    set_: List[str] = typer.Option([], "--set", help="section.key=value overrides"),
+) -> None:
+    """Print the resolved recipe (extends merged, overrides applied) as YAML."""
+    from cmaudio.config import dump_yaml, load
+
+    typer.echo(dump_yaml(load(recipe, set_)), nl=False)
+
+
+@data_app.command("check")
+def data_check(
+    root: Path = typer.Argument(..., help="corpus root (for filelist: the list file)"),
+    fmt: str = typer.Option("ljspeech", "--format", help="ljspeech | vctk | libritts | folder | filelist"),
+    sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="target rate for length checks"),
+    vctk_mic: str = typer.Option("mic1", "--vctk-mic"),
+) -> None:
+    """Count utterances, hours, sample rates and bad files of a corpus."""
+    from cmaudio.data import check_corpus, format_report
+
+    typer.echo(format_report(check_corpus(root, fmt, sample_rate, vctk_mic=vctk_mic)))
+
+
+def _audio_inputs(inputs: List[Path], exts: tuple[str, ...]) -> list[Path]:
+    files: list[Path] = []
+    for p in inputs:
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in exts)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError(f"{p}: no such file or directory")
+    if not files:
+        raise DataError(f"no input files found (looked for {', '.join(exts)})")
+    return files
+
+
+@app.command()
+def mel(
+    inputs: List[Path] = typer.Argument(..., help="audio files or directories"),
+    out: Path = typer.Option(..., "-o", "--out", help="output directory for <name>.npy"),
+    preset: str = typer.Option("hifigan", "--preset", help="mel convention (cmaudio.features.PRESETS)"),
+) -> None:
+    """Compute log-mels: one float32 .npy (n_mels, frames) per input, resampled to the preset's rate."""
+    import torch
+
+    from cmaudio.data import load_audio
+    from cmaudio.features import MelSpectrogram
+    from cmaudio.io import save_npy_atomic
+
+    fe = MelSpectrogram(preset)
+    files = _audio_inputs(inputs, (".wav", ".flac", ".ogg"))
+    mels = []
+    for f in files:  # read everything first: a bad input writes nothing
+        a = torch.from_numpy(load_audio(f, fe.sample_rate))
+        mels.append(fe(a)[0].numpy())
+    for f, m in zip(files, mels):
+        save_npy_atomic(out / f"{f.stem}.npy", m.astype("float32"))
+    typer.echo(f"wrote {len(files)} mel file(s) to {out} ({fe.preset.name}: {fe.n_mels} mels, hop {fe.hop_length})")
+
+
+# ----------------------------------------------------------------------------------------------
+# vocode / edit
+# ----------------------------------------------------------------------------------------------
+
+
+@app.command()
+def vocode(
+    inputs: List[Path] = typer.Argument(..., help=".npy mels, .wav files (copy-synthesis) or directories of them"),
+    model: Optional[Path] = typer.Option(None, "-m", "--model", help="model directory (default: the shipped model)"),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="output directory (default: beside each input)"),
+    steps: int = typer.Option(1, "--steps", help="sampling steps (NFE for a consistency model)"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="convention of the input mels (default: the model's)"),
+    layout: str = typer.Option("auto", "--layout", help="auto | mels-first | time-first"),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    batch_size: int = typer.Option(8, "--batch-size", help="mels of equal length generated together"),
+) -> None:
+    """Turn mel-spectrograms (.npy) or recordings (.wav, copy-synthesis) into wavs."""
+    import torch
+
+    from cmaudio.data import load_audio
+    from cmaudio.io import load_npy, write_wav_atomic
+    from cmaudio.train import Progress
+    from cmaudio.vocoder import Vocoder
+
+    if steps < 1 or batch_size < 1:
+        raise DataError("--steps and --batch-size must be >= 1")
+    if layout not in ("auto", "mels-first", "time-first"):
+        raise DataError(f"--layout must be auto, mels-first or time-first (got {layout!r})")
+    if preset is not None:
+        from cmaudio.features import get_preset
+
+        get_preset(preset)
+    voc = Vocoder.from_pretrained(model, device=_device(device))
+    files = _audio_inputs(inputs, (".npy", ".wav"))
+    jobs = []  # (source, destination, mel (1, n_mels, F))
+    for f in files:  # validate and load everything before writing anything
+        if f.suffix.lower() == ".wav":
+            mel_t = voc.mel(torch.from_numpy(load_audio(f, voc.sample_rate))).cpu()
+            dest = (out / f"{f.stem}.wav") if out else f.with_name(f"{f.stem}_vocoded.wav")
+        elif f.suffix.lower() == ".npy":
+            try:
+                mel_t = voc.prepare_mel(load_npy(f), preset=preset, layout=layout)
+            except DataError as e:
+                raise DataError(f"{f}: {e}") from None
+            dest = (out / f"{f.stem}.wav") if out else f.with_suffix(".wav")
+        else:
+            raise DataError(f"{f}: unsupported input (give .npy mels or .wav recordings)")
+        for b in range(mel_t.shape[0]):
+            d = dest if mel_t.shape[0] == 1 else dest.with_name(f"{dest.stem}_{b}.wav")
+            jobs.append((f, d, mel_t[b : b + 1]))
+    dests = [j[1] for j in jobs]
+    if len(set(dests)) != len(dests):
+        raise DataError("two inputs would write the same output file; use distinct names or -o")
+    groups: dict[int, list] = {}
+    for j in jobs:
+        groups.setdefault(j[2].shape[-1], []).append(j)
+    bar = Progress(len(jobs), 0, enabled=True, every=1)
+    done = 0
+    gen = torch.Generator().manual_seed(seed)
+    for frames in sorted(groups):
+        group = groups[frames]
+        for i in range(0, len(group), batch_size):
+            chunk = group[i : i + batch_size]
+            audio = voc.decode(torch.cat([c[2] for c in chunk]), steps=steps, generator=gen).cpu().numpy()
+            for (src, dest, _), a in zip(chunk, audio):
+                write_wav_atomic(dest, a, voc.sample_rate)
+            done += len(chunk)
+            bar.update(done, dest.name)
+    bar.close()
+    typer.echo(f"wrote {len(jobs)} wav file(s) at {voc.sample_rate} Hz ({steps} step(s))")
+
+
+def _gap(text: str) -> tuple[float, float]:
+    try:
+        a, b = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise DataError(f"--gap must look like START:END in seconds, e.g. 1.2:1.5 (got {text!r})") from None
+    return a, b
+
+
+@edit_app.command("inpaint")
+def edit_inpaint(
+    inp: Path = typer.Argument(..., help="recording (.wav)"),
+    gap: str = typer.Option(..., "--gap", help="START:END in seconds"),
+    model: Optional[Path] = typer.Option(None, "-m", "--model"),
+    steps: int = typer.Option(2, "--steps"),
+    out: Path = typer.Option(..., "-o", "--out", help="output .wav"),
+    unconditional: bool = typer.Option(False, "--unconditional", help="ignore the mel (needs a model trained with cond_dropout)"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Fill a gap in a recording; everything outside the gap is kept."""
+    import torch
+
+    from cmaudio.data import load_audio
+    from cmaudio.io import write_wav_atomic
+    from cmaudio.vocoder import Vocoder
+
+    start, end = _gap(gap)
+    voc = Vocoder.from_pretrained(model)
+    audio = torch.from_numpy(load_audio(inp, voc.sample_rate))
+    res = voc.inpaint(audio, start, end, steps=steps, use_mel=not unconditional, generator=torch.Generator().manual_seed(seed))
+    write_wav_atomic(out, res.cpu().numpy(), voc.sample_rate)
+    typer.echo(f"wrote {out}")
+
+
+@edit_app.command("bwe")
+def edit_bwe(
+    inp: Path = typer.Argument(..., help="band-limited recording (.wav at e.g. 8 or 16 kHz)"),
+    model: Optional[Path] = typer.Option(None, "-m", "--model"),
+    steps: int = typer.Option(2, "--steps"),
+    out: Path = typer.Option(..., "-o", "--out"),
+    use_mel: bool = typer.Option(True, "--use-mel/--unconditional", help="condition on the input's own mel"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Extend a band-limited recording to the model's rate, keeping its known band."""
+    import torch
+
+    from cmaudio.data import audio_info, load_audio
+    from cmaudio.io import write_wav_atomic
+    from cmaudio.vocoder import Vocoder
+
+    voc = Vocoder.from_pretrained(model)
+    src_rate, _ = audio_info(inp)
+    audio = torch.from_numpy(load_audio(inp, voc.sample_rate))
+    res = voc.extend_bandwidth(audio, src_rate, steps=steps, use_mel=use_mel, generator=torch.Generator().manual_seed(seed))
+    write_wav_atomic(out, res.cpu().numpy(), voc.sample_rate)
+    typer.echo(f"wrote {out} ({src_rate} Hz -> {voc.sample_rate} Hz)")
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluate / bench
+# ----------------------------------------------------------------------------------------------
+
+
+def _int_list(text: str, name: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise DataError(f"{name} must be a comma-separated list of integers (got {text!r})") from None
+    if not vals or min(vals) < 1:
+        raise DataError(f"{name} must list positive integers (got {text!r})")
+    return vals
+
+
+@app.command()
+def evaluate(
+    data: Path = typer.Argument(..., help="corpus root"),
+    model: Optional[Path] = typer.Option(None, "-m", "--model"),
+    fmt: str = typer.Option("ljspeech", "--format"),
+    steps: str = typer.Option("1,2", "--steps", help="comma-separated step counts"),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="a teacher model directory to compare"),
+    teacher_steps: str = typer.Option("6,50", "--teacher-steps"),
+    out: Path = typer.Option(..., "-o", "--out", help="report directory"),
+    split: str = typer.Option("heldout", "--split", help="heldout (val+test of the model's split) | val | all"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="at most this many utterances"),
+    max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="crop each utterance"),
+    device: str = typer.Option("cpu", "--device"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Copy-synthesis quality on held-out utterances: metrics, plot and a listening page."""
+    from cmaudio.evaluate import evaluate as run
+
+    if split not in ("heldout", "val", "all"):
+        raise DataError(f"--split must be heldout, val or all (got {split!r})")
+    res = run(str(data), model_dir=str(model) if model else None, fmt=fmt, steps=_int_list(steps, "--steps"),
+              teacher_dir=str(teacher) if teacher else None, teacher_steps=_int_list(teacher_steps, "--teacher-steps"),
+              out_dir=out, split=split, limit=limit, max_seconds=max_seconds, device=_device(device), seed=seed)
+    from cmaudio.report import markdown_table, summarize
+
+    typer.echo(markdown_table(summarize(res)))
+    typer.echo(f"report: {out / 'report.html'}")
+
+
+@app.command()
+def bench(
+    device: str = typer.Option("cpu", "--device"),
+    threads: Optional[int] = typer.Option(None, "--threads"),
+    seconds: float = typer.Option(1.0, "--seconds", help="seconds of audio per generation"),
+    batch: str = typer.Option("1", "--batch", help="comma-separated batch sizes"),
+    dtype: str = typer.Option("fp32", "--dtype", help="fp32 | bf16"),
+    repeats: int = typer.Option(10, "--repeats"),
+    no_peers: bool = typer.Option(False, "--no-peers", help="skip the reference DiffWave and Vocos"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="write the records as JSON"),
+) -> None:
+    """Speed: x-real-time, RTF, parameters and peak memory of every setting and peer."""
+    from cmaudio import bench as b
+
+    recs = b.run_bench(device=_device(device), threads=threads, seconds=seconds,
+                       batch_sizes=tuple(_int_list(batch, "--batch")), dtype=dtype, repeats=repeats,
+                       include_peers=not no_peers, progress=lambda m: _err(m))
+    typer.echo(b.format_table(recs))
+    if json_path:
+        b.write_json(recs, json_path)
+        typer.echo(f"wrote {json_path}")
+
+
+# ----------------------------------------------------------------------------------------------
+# entry point
+# ----------------------------------------------------------------------------------------------
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console entry point: one-line errors, exit 2 for user errors, 130 for Ctrl-C."""
+    import click
+
+    debug = bool(os.environ.get("CMAUDIO_DEBUG"))
+    cmd = typer.main.get_command(app)
+    try:
+        rv = cmd.main(args=argv, prog_name="cmaudio", standalone_mode=False)
+        sys.exit(rv if isinstance(rv, int) else 0)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2)
+    except click.exceptions.Abort:
+        _err("aborted")
+        sys.exit(130)
+    except CmaudioError as e:
+        if debug:
+            raise
+        _err(f"error: {e}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - a bug: one line, traceback only on request
+        if debug:
+            raise
+        _err(f"internal error: {type(e).__name__}: {e} (set CMAUDIO_DEBUG=1 for a traceback; please report it)")
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,110 @@
+"""Export a training run to a model directory (and optionally ONNX).
+
+`export_run(run_dir, out_dir, ema=None, onnx=False)` takes the newest valid checkpoint of a
+run, picks the inference EMA weights (`ema`: one of the run's train.ema_rates; default the
+smallest, which is the one validation used), and writes out_dir/config.json +
+out_dir/model.safetensors (cmaudio.checkpoint.save_model_dir). With onnx=True it also writes
+out_dir/model.onnx: the consistency function f(x, sigma, mel) of a waveform model (opset 17),
+inputs ``x`` (B, 1, T), ``sigma`` (B,), ``mel`` (B, n_mels, T / hop), output ``audio`` (B, 1, T);
+one-step vocoding is f(sigma_max z, sigma_max, mel).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from cmaudio import checkpoint as ckpt
+from cmaudio.build import build_model
+from cmaudio.config import from_dict, to_dict
+from cmaudio.errors import CheckpointError, ConfigError
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, *, ema: Optional[float] = None, onnx: bool = False) -> Path:
+    """Write a model directory from the newest valid checkpoint of `run_dir`; returns out_dir."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory not found: {run_dir}")
+    c = ckpt.latest_valid(run_dir)
+    if c is None:
+        raise CheckpointError(f"{run_dir} has no complete checkpoint to export")
+    meta = ckpt.read_meta(c)
+    cfg = from_dict(meta["config"], source=str(c / "meta.json"))
+    rates = [float(r) for r in meta.get("ema_rates", [])]
+    if ema is not None and float(ema) not in rates:
+        raise ConfigError(f"--ema {ema} is not one of the run's EMA rates {rates}")
+    rate = float(ema) if ema is not None else (min(rates) if rates else None)
+    wfile = c / (ckpt.ema_file(rate) if rate is not None else ckpt.MODEL_FILE)
+    weights = ckpt.load_weights(wfile)
+    kind = meta.get("role", "consistency")
+    model = build_model(cfg, meta["sigma_data"], kind, cond_channels=meta.get("domain_info", {}).get("cond_channels"))
+    ckpt.load_state_into(model, weights, str(wfile))
+    param = model.param
+    sig = {int(k): list(v) for k, v in cfg.sampling.sigmas.items()}
+    default_sigmas = {str(k): sig.get(k, list(param.default_sigmas(k))) for k in (1, 2, 3, 4)} if kind == "consistency" else {}
+    from cmaudio.features import get_preset
+
+    preset = get_preset(cfg.features.preset)
+    info = {
+        "kind": kind,
+        "domain": cfg.model.domain,
+        "config": to_dict(cfg),
+        "sigma_data": float(meta["sigma_data"]),
+        "preset": preset.name,
+        "sample_rate": preset.sample_rate,
+        "hop_length": preset.hop_length,
+        "n_mels": preset.n_mels,
+        "default_sigmas": default_sigmas,
+        "trained_steps": int(meta["step"]),
+        "ema_rate": rate,
+        "source_run": str(run_dir),
+        "git_commit": meta.get("git_commit"),
+        "domain_info": meta.get("domain_info", {}),
+    }
+    ckpt.save_model_dir(out_dir, weights=model.state_dict(), info=info)
+    if onnx:
+        export_onnx(model, out_dir / "model.onnx", n_mels=preset.n_mels, hop=preset.hop_length, domain=cfg.model.domain)
+    return out_dir
+
+
+class _OnnxWrapper(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, sigma, mel):
+        return self.model(x, sigma, mel)
+
+
+def export_onnx(model: nn.Module, path: Path, *, n_mels: int, hop: int, domain: str = "wave", opset: int = 17) -> Path:
+    """Write f(x, sigma, cond) as ONNX with dynamic batch and length (opset >= 17)."""
+    if domain != "wave":
+        raise ConfigError("ONNX export is implemented for waveform vocoders (model.domain = wave)")
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise ConfigError("ONNX export needs the onnx extra: pip install 'cmaudio[onnx]'") from None
+    model = model.eval()
+    frames = 8
+    x = torch.randn(1, 1, frames * hop)
+    sigma = torch.full((1,), float(model.param.sigma_max))
+    mel = torch.randn(1, n_mels, frames)
+    wrapper = _OnnxWrapper(model)
+    from cmaudio.io import atomic_path
+
+    with atomic_path(path, suffix=".onnx") as tmp:
+        torch.onnx.export(
+            wrapper,
+            (x, sigma, mel),
+            str(tmp),
+            input_names=["x", "sigma", "mel"],
+            output_names=["audio"],
+            dynamic_axes={"x": {0: "batch", 2: "samples"}, "sigma": {0: "batch"}, "mel": {0: "batch", 2: "frames"},
+                          "audio": {0: "batch", 2: "samples"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+    return path

@@ -1,0 +1,544 @@
+"""One objective-agnostic training loop for teachers (DSM), CD, CT and iCT.
+
+`train(cfg, run_dir, resume=...)` builds data, network, parameterization and objective from a
+Config and runs:
+
+    for each step k:  for each micro-batch: loss, logs = objective(x, cond, seeds=..., step=k)
+                      (loss / accum).backward()
+                      skip the step if the loss or the gradient is not finite (counted)
+                      clip, AdamW step, LR schedule, objective.after_step(k + 1), inference EMAs
+
+It never branches on the objective kind: the objective owns its target network and teacher.
+The data domain (waveforms vs mel-spectrograms) is a `Domain` object that turns loader batches
+into (x, cond, mask, seeds) and generates validation samples.
+
+- Mixed precision: bf16 autocast of the network bodies on CUDA (train.amp), fp32 on CPU; the
+  parameterization, ODE steps and losses stay fp32.
+- Distributed: under torchrun (WORLD_SIZE > 1) it joins a process group (gloo on CPU, nccl on
+  GPU), wraps the online network in DistributedDataParallel, and each rank reads its share of
+  every global batch (cmaudio.data.StreamSampler). Per-sample seeds make the randomness of an
+  item independent of which rank holds it, so N processes match 1 process with the same global
+  batch. Only rank 0 logs, validates and writes.
+- Resume is exact: the data stream position is the step, and the checkpoint holds the
+  optimizer, scheduler, RNG states, EMAs and target.
+- Inference EMAs use the warm-up rate min(rate, (1 + k) / (10 + k)) so that short runs are not
+  dominated by the initial weights; they are not the CD/CT target.
+- SIGINT/SIGTERM: the current step finishes, a checkpoint is written, and TrainingInterrupted
+  is raised.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from cmaudio import checkpoint as ckpt
+from cmaudio.build import build_model, build_objective, device_of, role_of
+from cmaudio.config import Config, dump_yaml, replace, to_dict
+from cmaudio.errors import CheckpointError, CmaudioError, ConfigError
+from cmaudio.io import write_text_atomic
+from cmaudio.schedules import ema_update
+
+
+class TrainingError(CmaudioError):
+    """Training cannot continue (e.g. too many non-finite steps); the last good state is saved."""
+
+
+class TrainingInterrupted(CmaudioError):
+    """SIGINT/SIGTERM: a checkpoint was written; rerun with --resume to continue."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Small utilities
+# ----------------------------------------------------------------------------------------------
+
+
+def lr_factor(step: int, cfg) -> float:
+    """Linear warm-up to 1 over warmup_steps, then constant or cosine to min_lr_ratio at max_steps."""
+    t = cfg.train
+    if t.warmup_steps > 0 and step < t.warmup_steps:
+        return (step + 1) / t.warmup_steps
+    if t.lr_schedule == "cosine":
+        span = max(t.max_steps - t.warmup_steps, 1)
+        p = min(max(step - t.warmup_steps, 0) / span, 1.0)
+        return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
+    return 1.0
+
+
+def ema_warmup_rate(rate: float, step: int) -> float:
+    """min(rate, (1 + k) / (10 + k)): the usual EMA warm-up, so early EMAs follow the weights."""
+    return min(rate, (1.0 + step) / (10.0 + step))
+
+
+class Progress:
+    """A one-line terminal progress bar with rate and ETA (stderr; plain lines when not a TTY)."""
+
+    def __init__(self, total: int, start: int, enabled: bool = True, every: int = 10) -> None:
+        self.total, self.start, self.enabled, self.every = total, start, enabled, every
+        self.t0 = time.time()
+        self.tty = sys.stderr.isatty()
+
+    def update(self, step: int, text: str = "") -> None:
+        if not self.enabled:
+            return
+        done = step - self.start
+        if not self.tty and step % self.every and step != self.total:
+            return
+        el = time.time() - self.t0
+        rate = done / el if el > 0 else 0.0
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        frac = step / max(self.total, 1)
+        bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
+        eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "--:--:--"
+        line = f"[{bar}] {step}/{self.total} {rate:.2f} it/s ETA {eta_s} {text}"
+        if self.tty:
+            sys.stderr.write("\r" + line[:160].ljust(160))
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")
+
+
+@dataclasses.dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_pref: str) -> tuple[DistInfo, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo(), device_of(device_pref)
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = device_of(device_pref)
+    if device.type == "cuda":
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(rank, world, local), device
+
+
+# ----------------------------------------------------------------------------------------------
+# Domain interface
+# ----------------------------------------------------------------------------------------------
+
+
+class Domain:
+    """What the loop needs from the data side. Implementations: WaveDomain (here), mel.MelDomain."""
+
+    def sigma_data(self) -> float:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def loader(self, *, start_step: int, global_batch: int, rank: int, world: int, micro: int):
+        raise NotImplementedError
+
+    def prepare(self, batch: dict, device: torch.device) -> dict[str, Optional[Tensor]]:
+        """-> dict(x=(B, C, T), cond=(B, C_cond, T_c) | None, mask=(B, 1, T) | None, seeds=(B,))."""
+        raise NotImplementedError
+
+    def validate(self, model: nn.Module, cfg: Config, step: int, out_dir: Path, writer) -> dict[str, float]:
+        raise NotImplementedError
+
+    def cond_channels(self) -> Optional[int]:
+        return None
+
+    def extra_model_info(self) -> dict[str, Any]:
+        return {}
+
+
+class WaveDomain(Domain):
+    """Waveform vocoders: x = audio crops (B, 1, L), cond = their mel (B, n_mels, L / hop)."""
+
+    def __init__(self, cfg: Config, *, seed: int, log: Callable[[str], None]) -> None:
+        from cmaudio.data import dataset_from_config, splits_from_config
+        from cmaudio.features import MelSpectrogram
+
+        self.cfg = cfg
+        self.features = MelSpectrogram(cfg.features.preset)
+        if self.features.sample_rate != cfg.data.sample_rate:
+            raise ConfigError(
+                f"data.sample_rate ({cfg.data.sample_rate}) differs from the {cfg.features.preset!r} preset's "
+                f"{self.features.sample_rate} Hz; set data.sample_rate={self.features.sample_rate}"
+            )
+        hop = self.features.hop_length
+        if cfg.data.segment_length % hop:
+            raise ConfigError(f"data.segment_length ({cfg.data.segment_length}) must be a multiple of the hop ({hop})")
+        splits = splits_from_config(cfg.data)
+        self.train_utts = splits["train"]
+        self.val_utts = splits["val"][: cfg.data.max_val_utterances]
+        self.dataset = dataset_from_config(cfg.data, self.train_utts, hop_length=hop, seed=seed,
+                                           n_mels=self.features.n_mels)
+        if self.dataset.bad:
+            log(f"data: skipped {len(self.dataset.bad)} bad file(s) of {len(self.train_utts)}")
+        self._val_audio: Optional[list] = None
+
+    def sigma_data(self) -> float:
+        from cmaudio.data import estimate_sigma_data
+
+        return float(estimate_sigma_data(self.dataset.utterances, self.cfg.data.sample_rate))
+
+    def cond_channels(self) -> Optional[int]:
+        return self.features.n_mels
+
+    def loader(self, *, start_step, global_batch, rank, world, micro):
+        from cmaudio.data import make_loader
+
+        return make_loader(self.dataset, start_step=start_step, global_batch=global_batch, rank=rank,
+                           world_size=world, micro_batches=micro, num_workers=self.cfg.data.num_workers)
+
+    def prepare(self, batch, device):
+        x = batch["audio"].to(device, non_blocking=True)
+        frames = x.shape[-1] // self.features.hop_length
+        if "mel" in batch:
+            cond = batch["mel"].to(device)[..., :frames]
+        else:
+            feats = self.features.to(device)
+            with torch.no_grad():
+                cond = feats(x[:, 0])[..., :frames]
+        return {"x": x, "cond": cond, "mask": None, "seeds": batch["seed"]}
+
+    def val_audio(self) -> list:
+        if self._val_audio is None:
+            from cmaudio.data import load_utterance_audio
+
+            out = []
+            for u in self.val_utts:
+                try:
+                    a = load_utterance_audio(u, self.cfg.data.sample_rate)
+                except CmaudioError:
+                    continue
+                out.append((u.id, a[: int(self.cfg.data.val_seconds * self.cfg.data.sample_rate)]))
+            self._val_audio = out
+        return self._val_audio
+
+    @torch.no_grad()
+    def validate(self, model, cfg, step, out_dir, writer):
+        from cmaudio.metrics import logmel_l1, mrstft
+        from cmaudio.report import comparison_png
+        from cmaudio.io import write_wav_atomic
+        from cmaudio.vocoder import Vocoder
+
+        kind = "consistency" if role_of(cfg) == "consistency" else "denoiser"
+        voc = Vocoder(model, cfg, kind=kind, default_sigmas={int(k): v for k, v in cfg.sampling.sigmas.items()})
+        settings = [(1, "1step"), (2, "2step")] if kind == "consistency" else [(cfg.sampling.teacher_steps, "ode")]
+        sr = voc.sample_rate
+        scores: dict[str, list] = {}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for i, (uid, audio) in enumerate(self.val_audio()):
+            audio = audio.to(voc.device)
+            mel = voc.mel(audio)
+            for steps, name in settings:
+                gen = voc.decode(mel, steps=steps, generator=torch.Generator().manual_seed(1234 + i))[0]
+                n = min(gen.shape[-1], audio.shape[-1])
+                ref_np, gen_np = audio[:n].cpu().numpy(), gen[:n].cpu().numpy()
+                try:
+                    scores.setdefault(f"val/{name}_mrstft", []).append(mrstft(ref_np, gen_np, sr))
+                    scores.setdefault(f"val/{name}_logmel_l1", []).append(logmel_l1(ref_np, gen_np, sr))
+                except CmaudioError:
+                    pass
+                if i < 2:
+                    wav = out_dir / f"{uid}_{name}.wav"
+                    write_wav_atomic(wav, gen_np, sr)
+                    png = out_dir / f"{uid}_{name}.png"
+                    comparison_png(ref_np, gen_np, sr, png, title=f"step {step} {uid} {name}")
+                    if writer is not None:
+                        writer.add_audio(f"audio/{uid}_{name}", torch.from_numpy(gen_np)[None], step, sample_rate=sr)
+                        try:
+                            import matplotlib.image as mpimg
+
+                            writer.add_image(f"spec/{uid}_{name}", mpimg.imread(str(png))[..., :3], step, dataformats="HWC")
+                        except Exception:  # noqa: BLE001 - images are a convenience
+                            pass
+        return {k: float(sum(v) / len(v)) for k, v in scores.items() if v}
+
+
+def make_domain(cfg: Config, *, seed: int, log) -> Domain:
+    if cfg.model.domain == "wave":
+        return WaveDomain(cfg, seed=seed, log=log)
+    from cmaudio.mel import MelDomain
+
+    return MelDomain(cfg, seed=seed, log=log)
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    last_loss: float
+    skipped: int
+    seconds: float
+    checkpoint: Optional[Path]
+    val: dict
+
+
+def _rng_state(device: torch.device) -> dict[str, Tensor]:
+    st = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state(device)
+    return st
+
+
+def _set_rng_state(st: dict[str, Tensor], device: torch.device) -> None:
+    torch.set_rng_state(st["cpu"])
+    if device.type == "cuda" and "cuda" in st:
+        torch.cuda.set_rng_state(st["cuda"], device)
+
+
+def train(
+    cfg: Config,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    log: Optional[Callable[[str], None]] = None,
+) -> TrainResult:
+    """Train `cfg` in `run_dir`. With resume, continue from the newest valid checkpoint."""
+    run_dir = Path(run_dir)
+    dinfo, device = setup_distributed(cfg.train.device)
+    say = log or (lambda msg: print(msg, file=sys.stderr))
+    say_main = say if dinfo.main else (lambda msg: None)
+    t = cfg.train
+    if t.batch_size % (dinfo.world * t.grad_accum):
+        raise ConfigError(
+            f"train.batch_size ({t.batch_size}) must be divisible by processes x grad_accum ({dinfo.world} x {t.grad_accum})"
+        )
+
+    start_ckpt = None
+    if resume:
+        start_ckpt = ckpt.latest_valid(run_dir, warn=say_main)
+        if start_ckpt is None:
+            say_main(f"no valid checkpoint in {run_dir}; starting from scratch")
+    elif dinfo.main and ckpt.list_checkpoints(run_dir):
+        raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume to continue or choose another --run-dir")
+
+    torch.manual_seed(t.seed + dinfo.rank)
+    domain = make_domain(cfg, seed=t.seed, log=say_main)
+
+    # sigma_data: from the recipe, the checkpoint, or measured on the training data
+    if start_ckpt is not None:
+        meta = ckpt.read_meta(start_ckpt)
+        sigma_data = float(meta["sigma_data"])
+        saved_model_cfg = meta["config"]["model"]
+        now = to_dict(cfg)["model"]
+        diffs = [k for k in now if k not in ("sigma_data",) and now[k] != saved_model_cfg.get(k)]
+        if diffs:
+            k = diffs[0]
+            raise CheckpointError(
+                f"cannot resume {run_dir}: model.{k} is {now[k]!r} now but {saved_model_cfg.get(k)!r} in the checkpoint "
+                "(a different network shape); use the original recipe or a new --run-dir"
+            )
+    elif cfg.model.sigma_data is not None:
+        sigma_data = float(cfg.model.sigma_data)
+    else:
+        sigma_data = domain.sigma_data()
+        say_main(f"sigma_data estimated from the training data: {sigma_data:.5f}")
+    cfg = replace(cfg, model={"sigma_data": sigma_data})
+
+    model = build_model(cfg, sigma_data, cond_channels=domain.cond_channels()).to(device)
+    objective = build_objective(cfg, model).to(device)
+    amp = t.amp if t.amp != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    body_dtype = torch.bfloat16 if amp == "bf16" else None
+    for mod in objective.modules():
+        if hasattr(mod, "body_dtype"):
+            mod.body_dtype = body_dtype
+    teacher = getattr(objective, "teacher", None)
+    if teacher is not None and hasattr(teacher, "body_dtype"):
+        teacher.body_dtype = body_dtype
+
+    if start_ckpt is None and t.init_from:
+        init_weights(model, Path(t.init_from))
+        say_main(f"initialised from {t.init_from}")
+    emas = {float(r): copy.deepcopy(model).requires_grad_(False).eval() for r in t.ema_rates}
+    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, cfg))
+
+    step, skipped, consecutive_bad = 0, 0, 0
+    if start_ckpt is not None:
+        ckpt.load_state_into(model, ckpt.load_weights(start_ckpt / ckpt.MODEL_FILE, device), f"{start_ckpt}/model")
+        for r, m in emas.items():
+            f = start_ckpt / ckpt.ema_file(r)
+            src = ckpt.load_weights(f, device) if f.is_file() else model.state_dict()
+            ckpt.load_state_into(m, src, f"{start_ckpt}/{f.name}")
+        tgt = start_ckpt / "target.safetensors"
+        objective.load_target_state(ckpt.load_weights(tgt, device) if tgt.is_file() else {})
+        state = ckpt.load_training_state(start_ckpt)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"], device)
+        step, skipped = int(state["step"]), int(state["skipped"])
+        say_main(f"resumed from {start_ckpt} at step {step}")
+
+    if dinfo.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        objective.set_online(DDP(model, device_ids=[device.index] if device.type == "cuda" else None))
+    if t.compile:
+        objective.set_online(torch.compile(objective.online))
+
+    writer = None
+    if dinfo.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg))
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tb"))
+
+    base_meta = {"config": to_dict(cfg), "sigma_data": sigma_data, "git_commit": ckpt.git_commit(),
+                 "role": role_of(cfg), "domain_info": domain.extra_model_info()}
+
+    def save(at_step: int) -> Optional[Path]:
+        if not dinfo.main:
+            return None
+        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(device),
+                 "step": at_step, "skipped": skipped}
+        return ckpt.save_checkpoint(run_dir, at_step, model=model.state_dict(),
+                                    emas={r: m.state_dict() for r, m in emas.items()},
+                                    target=objective.target_state(), state=state, meta=base_meta,
+                                    keep_last=t.keep_last)
+
+    stop = {"signal": None}
+
+    def on_signal(signum, frame):  # finish the step, save, exit
+        stop["signal"] = signum
+
+    old_handlers = {}
+    if threading_main():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            old_handlers[s] = signal.signal(s, on_signal)
+
+    micro = t.grad_accum
+    loader = iter(domain.loader(start_step=step, global_batch=t.batch_size, rank=dinfo.rank, world=dinfo.world, micro=micro))
+    bar = Progress(t.max_steps, step, enabled=progress and dinfo.main)
+    t0, last_loss, samples, val_scores = time.time(), float("nan"), 0, {}
+    last_ckpt: Optional[Path] = None
+    tick_t, tick_step = time.time(), step
+    model.train()
+    try:
+        while step < t.max_steps:
+            opt.zero_grad(set_to_none=True)
+            loss_sum = torch.zeros((), device=device)
+            logs: dict[str, Any] = {}
+            for m_i in range(micro):
+                batch = domain.prepare(next(loader), device)
+                sync = dinfo.world > 1 and m_i < micro - 1
+                ctx = objective.online.no_sync() if sync and hasattr(objective.online, "no_sync") else nullcontext()
+                with ctx:
+                    loss, logs = objective(batch["x"], batch["cond"], mask=batch["mask"], seeds=batch["seeds"], step=step)
+                    (loss / micro).backward()
+                loss_sum += loss.detach() / micro
+                samples += batch["x"].shape[0] * dinfo.world
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
+            finite = torch.isfinite(loss_sum) & torch.isfinite(grad_norm)
+            if dinfo.world > 1:
+                f = finite.to(torch.float32)
+                dist.all_reduce(f, op=dist.ReduceOp.MIN)
+                finite = f > 0
+            if not bool(finite):
+                skipped += 1
+                consecutive_bad += 1
+                opt.zero_grad(set_to_none=True)
+                if consecutive_bad >= t.max_nonfinite:
+                    last_ckpt = save(step)
+                    raise TrainingError(
+                        f"{consecutive_bad} consecutive non-finite losses/gradients at step {step}; the last good state "
+                        f"is saved in {last_ckpt}. Lower train.lr or check the data"
+                    )
+                continue
+            consecutive_bad = 0
+            opt.step()
+            sched.step()
+            step += 1
+            objective.after_step(step)
+            for r, m in emas.items():
+                ema_update(m, model, ema_warmup_rate(r, step))
+            last_loss = float(loss_sum)
+
+            if dinfo.main and (step % t.log_every == 0 or step == t.max_steps):
+                el = max(time.time() - tick_t, 1e-9)
+                sps = (step - tick_step) / el
+                tick_t, tick_step = time.time(), step
+                scalars = {"train/loss": last_loss, "train/grad_norm": float(grad_norm), "train/lr": sched.get_last_lr()[0],
+                           "train/steps_per_s": sps, "train/samples_per_s": sps * t.batch_size,
+                           "train/skipped": float(skipped)}
+                for k, v in logs.items():
+                    if k != "loss":
+                        scalars[f"train/{k}"] = float(v)
+                for k, v in scalars.items():
+                    writer.add_scalar(k, v, step)
+            bar.update(step, f"loss {last_loss:.4g}")
+
+            if dinfo.main and (step % t.val_every == 0 or step == t.max_steps):
+                rate = min(emas) if emas else None
+                vm = emas[rate] if rate is not None else model
+                model.eval()
+                val_scores = domain.validate(vm, cfg, step, run_dir / "samples" / ckpt.step_dir_name(step), writer)
+                model.train()
+                for k, v in val_scores.items():
+                    writer.add_scalar(k, v, step)
+            if step % t.ckpt_every == 0 or step == t.max_steps:
+                last_ckpt = save(step) or last_ckpt
+            if stop["signal"] is not None:
+                last_ckpt = save(step) or last_ckpt
+                raise TrainingInterrupted(
+                    f"stopped by signal {stop['signal']} at step {step}; checkpoint {last_ckpt}; continue with --resume"
+                )
+    finally:
+        bar.close()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+        if writer is not None:
+            writer.flush()
+            writer.close()
+    seconds = time.time() - t0
+    if dinfo.main:
+        vs = " ".join(f"{k.split('/')[-1]}={v:.4f}" for k, v in val_scores.items())
+        say_main(f"done: {step} steps in {seconds:.1f} s, loss {last_loss:.4g}, skipped {skipped}; {vs}; run dir {run_dir}")
+    return TrainResult(run_dir, step, last_loss, skipped, seconds, last_ckpt, val_scores)
+
+
+def init_weights(model: nn.Module, source: Path) -> None:
+    """Load fine-tuning start weights from a model directory or a run directory (its smallest EMA)."""
+    if not source.exists():
+        raise ConfigError(f"train.init_from not found: {source}")
+    if (source / ckpt.CKPT_DIR).is_dir():
+        c = ckpt.latest_valid(source)
+        if c is None:
+            raise CheckpointError(f"train.init_from {source} has no complete checkpoint")
+        rates = ckpt.read_meta(c).get("ema_rates", [])
+        f = c / (ckpt.ema_file(min(rates)) if rates else ckpt.MODEL_FILE)
+        ckpt.load_state_into(model, ckpt.load_weights(f), f"train.init_from {f}")
+    else:
+        _, weights = ckpt.read_model_dir(source)
+        ckpt.load_state_into(model, weights, f"train.init_from {source}")
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

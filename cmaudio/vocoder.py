@@ -1,0 +1,330 @@
+"""The Vocoder facade: mel -> waveform with a consistency model (or a teacher), as users call it.
+
+    voc = Vocoder.from_pretrained()               # the small default model shipped in the package
+    audio = voc.decode(mel, steps=1)              # (B, frames * hop) in [-1, 1]
+    audio = voc(wave)                             # copy-synthesis: decode(voc.mel(wave))
+
+The vocoder owns its MelSpectrogram (features ship with the model), so copy-synthesis is exact
+to the convention it was trained on. A model directory (cmaudio.checkpoint) holds config.json
+and model.safetensors; loading never unpickles.
+
+Long input is generated in chunks (`chunk_seconds`): each network call sees its chunk plus a
+context of at least the network's receptive field on both sides, and neighbouring chunks are
+cross-faded over a few frames where both are exact, so chunked audio equals unchunked audio away
+from the seams up to float rounding, at bounded memory. The noise is drawn for the whole signal
+first, so chunking never changes which noise a sample sees.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from cmaudio import checkpoint as ckpt
+from cmaudio.build import build_model, make_param
+from cmaudio.config import Config, from_dict
+from cmaudio.errors import CheckpointError, DataError
+from cmaudio.features import MelSpectrogram, can_convert, convert, get_preset
+from cmaudio.sampling import bandwidth_extension, consistency_sample, inpaint, ode_sample, teacher_sigmas
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "default"
+
+
+def receptive_field(net: nn.Module) -> int:
+    """One-sided receptive field of a network in samples (conservative default if unknown)."""
+    rf = getattr(net, "receptive_field", None)
+    return int(math.ceil(rf())) if callable(rf) else 8192
+
+
+class Chunked:
+    """Call a model chunk by chunk along time, with receptive-field context and cross-fades.
+
+    model(x (B, C, T), sigma, cond (B, C_cond, T / hop)) -> (B, C, T). Chunks are `chunk` frames
+    (cores), each computed with `context` frames on both sides (>= receptive field / hop) and
+    extended by `fade` frames into the next core, where the two are linearly cross-faded.
+    """
+
+    def __init__(self, model: nn.Module, *, hop: int, chunk: int, context: int, fade: int = 4) -> None:
+        self.model, self.hop, self.chunk, self.context, self.fade = model, hop, chunk, context, fade
+        self.param = model.param
+
+    def __call__(self, x: Tensor, sigma, cond: Optional[Tensor] = None, **kw) -> Tensor:
+        hop, F = self.hop, cond.shape[-1]
+        out = torch.zeros_like(x, dtype=torch.float32)
+        weight = torch.zeros(x.shape[-1], device=x.device)
+        for a in range(0, F, self.chunk):
+            b = min(a + self.chunk + self.fade, F)  # core plus the fade into the next core
+            lo, hi = max(a - self.context, 0), min(b + self.context, F)
+            y = self.model(x[..., lo * hop : hi * hop], sigma, cond[..., lo:hi], **kw)
+            core = y[..., (a - lo) * hop : (b - lo) * hop]
+            w = torch.ones(core.shape[-1], device=x.device)
+            nf = min(self.fade * hop, core.shape[-1])
+            if a > 0:  # fade in over the previous chunk's tail
+                w[:nf] = torch.linspace(0, 1, nf + 2, device=x.device)[1:-1]
+            if b < F:  # fade out over the next chunk's head
+                w[-nf:] = torch.minimum(w[-nf:], torch.linspace(1, 0, nf + 2, device=x.device)[1:-1])
+            out[..., a * hop : b * hop] += core * w
+            weight[a * hop : b * hop] += w
+        return out / weight.clamp_min(1e-12)
+
+
+class Vocoder(nn.Module):
+    """Mel-conditioned waveform generator.
+
+    Attributes: sample_rate (Hz), hop_length (samples per frame), n_mels, preset (mel
+    convention name), kind ('consistency' or 'denoiser'), model (the parameterized network).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: Config,
+        *,
+        kind: str = "consistency",
+        default_sigmas: Optional[dict[int, Sequence[float]]] = None,
+        chunk_seconds: float = 20.0,
+    ) -> None:
+        super().__init__()
+        if config.model.domain != "wave":
+            raise CheckpointError("this model is a mel decoder (model.domain = mel); load it with MelDecoder")
+        self.model = model
+        self.config = config
+        self.kind = kind
+        self.features = MelSpectrogram(config.features.preset)
+        self.default_sigmas = {int(k): tuple(v) for k, v in (default_sigmas or {}).items()}
+        self.chunk_seconds = chunk_seconds
+        self.model.eval()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def sample_rate(self) -> int:
+        return self.features.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.features.hop_length
+
+    @property
+    def n_mels(self) -> int:
+        return self.features.n_mels
+
+    @property
+    def preset(self) -> str:
+        return self.features.preset.name
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def sigmas_for(self, steps: int) -> tuple[float, ...]:
+        """Noise levels of `steps`-step consistency sampling: stored defaults, else the Karras grid."""
+        if steps < 1:
+            raise DataError(f"steps must be >= 1 (got {steps})")
+        if steps in self.default_sigmas:
+            return self.default_sigmas[steps]
+        return self.model.param.default_sigmas(steps)
+
+    def nfe(self, steps: int) -> int:
+        """Network evaluations of decode(steps): steps for a consistency model, 2 steps - 1 for the Heun teacher."""
+        return steps if self.kind == "consistency" else 2 * steps - 1
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, model_dir: Optional[str | Path] = None, device: str | torch.device = "cpu") -> "Vocoder":
+        """Load a model directory (None: the default model shipped inside the package)."""
+        model_dir = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
+        if model_dir == DEFAULT_MODEL_DIR and not (model_dir / ckpt.CONFIG_FILE).is_file():
+            raise CheckpointError(f"no default model is installed at {model_dir}; pass -m MODEL_DIR")
+        info, weights = ckpt.read_model_dir(model_dir)
+        cfg = from_dict(info["config"], source=str(model_dir / ckpt.CONFIG_FILE))
+        kind = info.get("kind", "consistency")
+        model = build_model(cfg, info["sigma_data"], kind)
+        ckpt.load_state_into(model, weights, f"{model_dir / ckpt.MODEL_FILE}")
+        sigmas = {int(k): tuple(v) for k, v in info.get("default_sigmas", {}).items()}
+        voc = cls(model, cfg, kind=kind, default_sigmas=sigmas)
+        voc.info = info
+        return voc.to(device)
+
+    def save_pretrained(self, model_dir: str | Path, extra: Optional[dict[str, Any]] = None) -> None:
+        """Write config.json + model.safetensors (this vocoder's current weights)."""
+        from cmaudio.config import to_dict
+
+        sigmas = {k: list(self.sigmas_for(k)) for k in (1, 2, 3, 4)} if self.kind == "consistency" else {}
+        info = {
+            "kind": self.kind,
+            "domain": "wave",
+            "config": to_dict(self.config),
+            "sigma_data": float(self.model.param.sigma_data),
+            "preset": self.preset,
+            "sample_rate": self.sample_rate,
+            "hop_length": self.hop_length,
+            "n_mels": self.n_mels,
+            "default_sigmas": {str(k): v for k, v in sigmas.items()},
+        }
+        info.update(extra or {})
+        ckpt.save_model_dir(Path(model_dir), weights=self.model.state_dict(), info=info)
+
+    # ------------------------------------------------------------------ features
+    def mel(self, audio: Tensor | np.ndarray) -> Tensor:
+        """Log-mel of audio (T,) or (B, T) at `sample_rate`, in this model's preset -> (B, n_mels, frames)."""
+        a = torch.as_tensor(np.asarray(audio) if not isinstance(audio, Tensor) else audio, dtype=torch.float32)
+        return self.features.to(self.device)(a.to(self.device))
+
+    def prepare_mel(self, mel: Tensor | np.ndarray, *, preset: Optional[str] = None, layout: str = "auto") -> Tensor:
+        """Validate a user mel and bring it to (B, n_mels, frames) float32 in this model's convention.
+
+        Accepts (n_mels, T), (T, n_mels), with or without a batch axis. layout: auto |
+        mels-first | time-first. A mel in another preset's convention is converted when exact.
+        """
+        arr = mel.detach().cpu().numpy() if isinstance(mel, Tensor) else np.asarray(mel)
+        if arr.dtype.kind not in "fiu":
+            raise DataError(f"mel has dtype {arr.dtype}, not a number type; pass a float array")
+        if arr.size == 0:
+            raise DataError("mel is empty (0 values)")
+        if arr.ndim not in (2, 3):
+            raise DataError(f"mel must be 2-D (n_mels, frames) or 3-D (batch, n_mels, frames); got {arr.ndim}-D shape {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise DataError("mel holds NaN or inf values")
+        src = preset or self.preset
+        n = get_preset(src).n_mels
+        if src != self.preset and not can_convert(src, self.preset):
+            convert(np.zeros((n, 1), dtype=np.float32), src, self.preset)  # raises with both conventions named
+        a = arr if arr.ndim == 3 else arr[None]
+        if layout == "mels-first":
+            pass
+        elif layout == "time-first":
+            a = np.swapaxes(a, 1, 2)
+        elif layout == "auto":
+            if a.shape[1] == n and a.shape[2] == n:
+                pass  # square: mels-first is the convention
+            elif a.shape[2] == n and a.shape[1] != n:
+                a = np.swapaxes(a, 1, 2)
+        else:
+            raise DataError(f"unknown layout {layout!r}; use auto, mels-first or time-first")
+        if a.shape[1] != n:
+            raise DataError(
+                f"mel has shape {arr.shape} but the {src!r} convention has {n} mel bins; pass a {n}-bin mel "
+                "(or --preset/--layout to say what it is)"
+            )
+        if src != self.preset:
+            a = convert(a.astype(np.float64), src, self.preset)
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+    # ------------------------------------------------------------------ generation
+    def _callable(self, frames: int) -> nn.Module | Chunked:
+        chunk = max(int(self.chunk_seconds * self.sample_rate / self.hop_length), 1)
+        if frames <= chunk:
+            return self.model
+        context = -(-receptive_field(self.model.net) // self.hop_length) + 2
+        return Chunked(self.model, hop=self.hop_length, chunk=chunk, context=context)
+
+    @torch.no_grad()
+    def decode(
+        self,
+        mel: Tensor | np.ndarray,
+        steps: int = 1,
+        sigmas: Optional[Sequence[float]] = None,
+        generator: Optional[torch.Generator] = None,
+        *,
+        clamp: bool = True,
+    ) -> Tensor:
+        """mel (B, n_mels, frames) or (n_mels, frames) in this preset -> audio (B, frames * hop).
+
+        steps: consistency steps (NFE = steps) or, for a teacher, Heun ODE steps. sigmas
+        overrides the noise levels (decreasing). Audio is clamped to [-1, 1] unless clamp=False.
+        """
+        m = mel if (isinstance(mel, Tensor) and mel.ndim == 3 and mel.shape[1] == self.n_mels) else self.prepare_mel(mel)
+        m = m.to(self.device, torch.float32)
+        B, _, F = m.shape
+        shape = (B, 1, F * self.hop_length)
+        fn = self._callable(F)
+        if self.kind == "consistency":
+            s = tuple(sigmas) if sigmas is not None else self.sigmas_for(steps)
+            audio = consistency_sample(fn, shape, sigmas=s, cond=m, generator=generator, device=self.device)
+        else:
+            s = list(sigmas) if sigmas is not None else teacher_sigmas(self.model.param, steps)
+            audio = ode_sample(fn, shape, sigmas=s, cond=m, generator=generator, device=self.device)
+        audio = audio[:, 0]
+        return audio.clamp(-1.0, 1.0) if clamp else audio
+
+    def forward(self, audio: Tensor | np.ndarray, steps: int = 1, generator: Optional[torch.Generator] = None) -> Tensor:
+        """Copy-synthesis: decode(mel(audio)). audio (T,) or (B, T) at sample_rate -> (B, frames * hop)."""
+        return self.decode(self.mel(audio), steps=steps, generator=generator)
+
+    # ------------------------------------------------------------------ editing
+    def _cond_for_edit(self, audio: Tensor, use_mel: bool) -> Optional[Tensor]:
+        if use_mel:
+            return self.mel(audio)
+        if getattr(self.model, "null_cond", None) is None:
+            raise DataError("this model has no unconditional mode (trained without cond_dropout); edit with its mel")
+        return None
+
+    @torch.no_grad()
+    def inpaint(self, audio: Tensor, start: float, end: float, *, steps: int = 2, use_mel: bool = True,
+                generator: Optional[torch.Generator] = None) -> Tensor:
+        """Fill audio[start:end] (seconds) with the model (CM Alg. 4); the rest is kept bit for bit.
+
+        audio: (T,) at sample_rate. With use_mel the mel of the whole utterance (gap included)
+        conditions the model; otherwise the learned null cond does. Returns (T,).
+        """
+        if self.kind != "consistency":
+            raise DataError("zero-shot editing needs a consistency model, not a teacher")
+        a = torch.as_tensor(audio, dtype=torch.float32, device=self.device).reshape(-1)
+        T = a.shape[0]
+        s0, s1 = int(round(start * self.sample_rate)), int(round(end * self.sample_rate))
+        if not 0 <= s0 < s1 <= T:
+            raise DataError(f"gap {start}:{end} s is outside the recording (0:{T / self.sample_rate:.3f} s) or empty")
+        F = -(-T // self.hop_length)
+        padded = torch.nn.functional.pad(a, (0, F * self.hop_length - T))
+        cond = self._cond_for_edit(padded, use_mel)
+        if cond is not None:
+            cond = cond[..., :F]
+            if cond.shape[-1] < F:
+                cond = torch.nn.functional.pad(cond, (0, F - cond.shape[-1]), mode="replicate")
+        known = torch.ones_like(padded, dtype=torch.bool)
+        known[s0:s1] = False
+        out = inpaint(self.model, padded[None, None], known[None, None], sigmas=self.sigmas_for(steps), cond=cond,
+                      generator=generator)
+        return out[0, 0, :T]
+
+    @torch.no_grad()
+    def extend_bandwidth(self, audio: Tensor, source_rate: int, *, steps: int = 2, use_mel: bool = False,
+                         generator: Optional[torch.Generator] = None) -> Tensor:
+        """Extend audio recorded at `source_rate` (already resampled to sample_rate) above source_rate/2.
+
+        The band below source_rate/2 is kept (in the STFT domain, CM Alg. 4). With use_mel=False
+        the model runs unconditionally (needs a model trained with cond_dropout); with use_mel the
+        band-limited recording's own mel conditions it.
+        """
+        if self.kind != "consistency":
+            raise DataError("zero-shot editing needs a consistency model, not a teacher")
+        if source_rate >= self.sample_rate:
+            raise DataError(f"the input is already at {source_rate} Hz >= the model's {self.sample_rate} Hz")
+        a = torch.as_tensor(audio, dtype=torch.float32, device=self.device).reshape(-1)
+        T = a.shape[0]
+        F = -(-T // self.hop_length)
+        padded = torch.nn.functional.pad(a, (0, F * self.hop_length - T))
+        cond = self._cond_for_edit(padded, use_mel)
+        if cond is not None:
+            cond = cond[..., :F]
+            if cond.shape[-1] < F:
+                cond = torch.nn.functional.pad(cond, (0, F - cond.shape[-1]), mode="replicate")
+        out = bandwidth_extension(self.model, padded[None, None], sample_rate=self.sample_rate, cutoff_hz=source_rate / 2,
+                                  sigmas=self.sigmas_for(steps), cond=cond, generator=generator)
+        return out[0, 0, :T].clamp(-1, 1)
+
+
+def vocoder_from_state(cfg: Config, sigma_data: float, kind: str, weights: dict, default_sigmas=None) -> Vocoder:
+    """Build a Vocoder around given weights (used by export and validation)."""
+    model = build_model(cfg, sigma_data, kind)
+    ckpt.load_state_into(model, weights, "weights")
+    sig = default_sigmas or {int(k): tuple(v) for k, v in cfg.sampling.sigmas.items()}
+    return Vocoder(model, cfg, kind=kind, default_sigmas=sig)
+
+
+__all__ = ["Vocoder", "Chunked", "DEFAULT_MODEL_DIR", "make_param", "vocoder_from_state"]
