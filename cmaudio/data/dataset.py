@@ -382,6 +382,10 @@ def make_loader(
         persistent_workers=num_workers > 0,
         pin_memory=pin_memory,
         drop_last=False,
+        # Items are pure functions of (seed, position); a private generator keeps the DataLoader
+        # from drawing its worker base seed from the global RNG, which would shift the dropout
+        # stream of a resumed run by one draw.
+        generator=torch.Generator().manual_seed(start_step),
     )
 
 
