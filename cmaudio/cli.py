@@ -143,7 +143,7 @@ def mel(
 
 @app.command()
 def vocode(
-    inputs: List[Path] = typer.Argument(..., help=".npy mels, .wav files (copy-synthesis) or directories of them"),
+    inputs: List[Path] = typer.Argument(..., help=".npy mels, .wav files (copy-synthesis) or directories of .npy mels"),
     model: Optional[Path] = typer.Option(None, "-m", "--model", help="model directory (default: the shipped model)"),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="output directory (default: beside each input)"),
     steps: int = typer.Option(1, "--steps", help="sampling steps (NFE for a consistency model)"),
@@ -170,11 +170,16 @@ def vocode(
 
         get_preset(preset)
     voc = Vocoder.from_pretrained(model, device=_device(device))
-    files = _audio_inputs(inputs, (".npy", ".wav"))
+    files: list[Path] = []
+    for p in inputs:  # a directory gives its .npy mels only: without -o the wavs written land beside them
+        files += _audio_inputs([p], (".npy",) if p.is_dir() else (".npy", ".wav"))
     jobs = []  # (source, destination, mel (1, n_mels, F))
     for f in files:  # validate and load everything before writing anything
         if f.suffix.lower() == ".wav":
-            mel_t = voc.mel(torch.from_numpy(load_audio(f, voc.sample_rate))).cpu()
+            try:
+                mel_t = voc.mel(torch.from_numpy(load_audio(f, voc.sample_rate))).cpu()
+            except DataError as e:
+                raise DataError(str(e) if str(f) in str(e) else f"{f}: {e}") from None
             dest = (out / f"{f.stem}.wav") if out else f.with_name(f"{f.stem}_vocoded.wav")
         elif f.suffix.lower() == ".npy":
             try:
@@ -190,6 +195,9 @@ def vocode(
     dests = [j[1] for j in jobs]
     if len(set(dests)) != len(dests):
         raise DataError("two inputs would write the same output file; use distinct names or -o")
+    clash = {d.resolve() for d in dests} & {f.resolve() for f in files}
+    if clash:
+        raise DataError(f"the output {sorted(clash)[0]} would overwrite an input; pass -o OUT_DIR")
     groups: dict[int, list] = {}
     for j in jobs:
         groups.setdefault(j[2].shape[-1], []).append(j)
@@ -210,8 +218,12 @@ def vocode(
 
 
 def _gap(text: str) -> tuple[float, float]:
+    import math
+
     try:
         a, b = (float(v) for v in text.split(":"))
+        if not (math.isfinite(a) and math.isfinite(b)):
+            raise ValueError
     except ValueError:
         raise DataError(f"--gap must look like START:END in seconds, e.g. 1.2:1.5 (got {text!r})") from None
     return a, b

@@ -64,6 +64,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, ema: Optional[float]
         "git_commit": meta.get("git_commit"),
         "domain_info": meta.get("domain_info", {}),
     }
+    if onnx:  # check before writing anything, so a refused --onnx leaves no partial model directory
+        _check_onnx(cfg.model.domain)
     ckpt.save_model_dir(out_dir, weights=model.state_dict(), info=info)
     if onnx:
         export_onnx(model, out_dir / "model.onnx", n_mels=preset.n_mels, hop=preset.hop_length, domain=cfg.model.domain)
@@ -79,14 +81,24 @@ class _OnnxWrapper(nn.Module):
         return self.model(x, sigma, mel)
 
 
-def export_onnx(model: nn.Module, path: Path, *, n_mels: int, hop: int, domain: str = "wave", opset: int = 17) -> Path:
-    """Write f(x, sigma, cond) as ONNX with dynamic batch and length (opset >= 17)."""
+def _check_onnx(domain: str) -> None:
     if domain != "wave":
         raise ConfigError("ONNX export is implemented for waveform vocoders (model.domain = wave)")
     try:
         import onnx  # noqa: F401
     except ImportError:
         raise ConfigError("ONNX export needs the onnx extra: pip install 'cmaudio[onnx]'") from None
+
+
+def export_onnx(model: nn.Module, path: Path, *, n_mels: int, hop: int, domain: str = "wave", opset: int = 17) -> Path:
+    """Write f(x, sigma, cond) as ONNX with dynamic batch and length (opset >= 17).
+
+    The graph is traced: x must hold a whole number of frames (T = frames * hop) and mel
+    exactly T / hop frames, as one-step vocoding gives.
+    """
+    import warnings
+
+    _check_onnx(domain)
     model = model.eval()
     frames = 8
     x = torch.randn(1, 1, frames * hop)
@@ -95,7 +107,8 @@ def export_onnx(model: nn.Module, path: Path, *, n_mels: int, hop: int, domain: 
     wrapper = _OnnxWrapper(model)
     from cmaudio.io import atomic_path
 
-    with atomic_path(path, suffix=".onnx") as tmp:
+    with atomic_path(path, suffix=".onnx") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants: expected
         torch.onnx.export(
             wrapper,
             (x, sigma, mel),

@@ -141,8 +141,14 @@ class Vocoder(nn.Module):
         if model_dir == DEFAULT_MODEL_DIR and not (model_dir / ckpt.CONFIG_FILE).is_file():
             raise CheckpointError(f"no default model is installed at {model_dir}; pass -m MODEL_DIR")
         info, weights = ckpt.read_model_dir(model_dir)
-        cfg = from_dict(info["config"], source=str(model_dir / ckpt.CONFIG_FILE))
+        cfg_path = model_dir / ckpt.CONFIG_FILE
+        missing = [k for k in ("config", "sigma_data") if k not in info]
+        if missing:
+            raise CheckpointError(f"{cfg_path} lacks {', '.join(missing)}; re-export the model with cmaudio export")
+        cfg = from_dict(info["config"], source=str(cfg_path))
         kind = info.get("kind", "consistency")
+        if kind not in ("consistency", "denoiser"):
+            raise CheckpointError(f"{cfg_path}: kind {kind!r} is not 'consistency' or 'denoiser'; re-export the model")
         model = build_model(cfg, info["sigma_data"], kind)
         ckpt.load_state_into(model, weights, f"{model_dir / ckpt.MODEL_FILE}")
         sigmas = {int(k): tuple(v) for k, v in info.get("default_sigmas", {}).items()}
@@ -239,6 +245,8 @@ class Vocoder(nn.Module):
         overrides the noise levels (decreasing). Audio is clamped to [-1, 1] unless clamp=False.
         """
         m = mel if (isinstance(mel, Tensor) and mel.ndim == 3 and mel.shape[1] == self.n_mels) else self.prepare_mel(mel)
+        if m.numel() == 0 or not bool(torch.isfinite(m).all()):
+            raise DataError(f"mel of shape {tuple(m.shape)} is empty or holds NaN or inf values")
         m = m.to(self.device, torch.float32)
         B, _, F = m.shape
         shape = (B, 1, F * self.hop_length)
