@@ -255,6 +255,8 @@ def read_model_dir(model_dir: Path, device: str | torch.device = "cpu") -> tuple
     wpath = model_dir / MODEL_FILE
     if not wpath.is_file():
         raise CheckpointError(f"{model_dir} has no {MODEL_FILE}; the model directory is incomplete")
-    if info.get("sha256") and sha256_file(wpath) != info["sha256"]:
+    if not info.get("sha256"):
+        raise CheckpointError(f"{cfg_path} has no sha256 of the weights; re-export the model with `cmaudio export`")
+    if sha256_file(wpath) != info["sha256"]:
         raise CheckpointError(f"{wpath} does not match the checksum in {CONFIG_FILE}: the file was modified or truncated")
     return info, load_weights(wpath, device)

@@ -47,6 +47,9 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -91,10 +94,17 @@ def load_npy(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY":
+        if magic[:1] == b"\x80":
+            raise DataError(f"{path}: is a Python pickle, not a .npy array; cmaudio never unpickles files — save the "
+                            "mel with np.save(path, mel.astype(np.float32))")
+        raise DataError(f"{path}: not a .npy file (no NumPy header); save the mel with np.save")
     try:
         arr = np.load(path, allow_pickle=False)
     except ValueError as e:
-        if "pickle" in str(e).lower() or "object" in str(e).lower():
+        if "allow_pickle" in str(e) or "object arrays" in str(e).lower():
             raise DataError(
                 f"{path}: holds Python objects (a pickled array); cmaudio never unpickles files — save it with "
                 "np.save(path, array.astype(np.float32))"
