@@ -228,7 +228,9 @@ def test_distances_combined_and_mrstft():
     mr = dist.terms["mrstft"](x, y)
     assert torch.allclose(out, 2 * l2 + l1 + 0.5 * mr)
     assert torch.all(dist.terms["mrstft"](x, x) < 1e-6)
-    # per item: item 0's mrstft does not depend on the other items
+    # per item, and equal to auraloss run on that item alone (its spectral convergence is batch-wide)
     assert torch.allclose(dist.terms["mrstft"](x[:1], y[:1]), mr[:1])
+    ref = torch.stack([dist.terms["mrstft"].loss(x[b : b + 1], y[b : b + 1]) for b in range(3)])
+    assert torch.allclose(mr, ref, rtol=1e-5)
     with pytest.raises(ValueError):
         build_distance({"lpips": 1.0})
