@@ -134,6 +134,7 @@ class TrainConfig:
     compile: bool = False
     max_nonfinite: int = 20  # consecutive non-finite steps before the run stops
     init_from: Optional[str] = None  # start from these weights (model dir or run dir): fine-tuning
+    max_minutes: Optional[float] = None  # wall-clock cap: stop early (with a checkpoint) after this long
 
 
 @dataclass(frozen=True)

@@ -432,10 +432,11 @@ def train(
         for s in (signal.SIGINT, signal.SIGTERM):
             old_handlers[s] = signal.signal(s, on_signal)
 
+    start_step = step
     micro = t.grad_accum
     loader = iter(domain.loader(start_step=step, global_batch=t.batch_size, rank=dinfo.rank, world=dinfo.world, micro=micro))
     bar = Progress(t.max_steps, step, enabled=progress and dinfo.main)
-    t0, last_loss, samples, val_scores = time.time(), float("nan"), 0, {}
+    t0, last_loss, samples, val_scores, val_time = time.time(), float("nan"), 0, {}, 0.0
     last_ckpt: Optional[Path] = None
     tick_t, tick_step = time.time(), step
     model.train()
@@ -497,12 +498,22 @@ def train(
                 rate = min(emas) if emas else None
                 vm = emas[rate] if rate is not None else model
                 model.eval()
+                tv = time.time()
                 val_scores = domain.validate(vm, cfg, step, run_dir / "samples" / ckpt.step_dir_name(step), writer)
                 model.train()
+                val_time += time.time() - tv
                 for k, v in val_scores.items():
                     writer.add_scalar(k, v, step)
-            if step % t.ckpt_every == 0 or step == t.max_steps:
+            out_of_time = t.max_minutes is not None and (time.time() - t0) > 60 * t.max_minutes
+            if dinfo.world > 1 and t.max_minutes is not None:  # every rank stops at the same step
+                flag = torch.tensor(float(out_of_time), device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                out_of_time = bool(flag > 0)
+            if step % t.ckpt_every == 0 or step == t.max_steps or out_of_time:
                 last_ckpt = save(step) or last_ckpt
+            if out_of_time:
+                say_main(f"train.max_minutes ({t.max_minutes}) reached at step {step}; stopping with a checkpoint")
+                break
             if stop["signal"] is not None:
                 last_ckpt = save(step) or last_ckpt
                 raise TrainingInterrupted(
@@ -518,7 +529,10 @@ def train(
     seconds = time.time() - t0
     if dinfo.main:
         vs = " ".join(f"{k.split('/')[-1]}={v:.4f}" for k, v in val_scores.items())
-        say_main(f"done: {step} steps in {seconds:.1f} s, loss {last_loss:.4g}, skipped {skipped}; {vs}; run dir {run_dir}")
+        done = step - (start_step or 0)
+        busy = max(seconds - val_time, 1e-9)  # training time without validation
+        say_main(f"done: {step} steps in {seconds:.1f} s ({done / busy:.2f} steps/s, {done * t.batch_size / busy:.1f} "
+                 f"samples/s, validation {val_time:.1f} s), loss {last_loss:.4g}, skipped {skipped}; {vs}; run dir {run_dir}")
     return TrainResult(run_dir, step, last_loss, skipped, seconds, last_ckpt, val_scores)
 
 

@@ -55,6 +55,7 @@ from cmaudio.nets.layers import apply_mask, downsample_mask, fit_length, resampl
 # LARGE = 30/128/10). "tiny" is for tests.
 DIFFWAVE_PRESETS: dict[str, dict[str, int]] = {
     "tiny": dict(residual_layers=4, residual_channels=8, dilation_cycle=2),
+    "mini": dict(residual_layers=12, residual_channels=32, dilation_cycle=6),  # CPU demos (egs/mini)
     "small": dict(residual_layers=20, residual_channels=64, dilation_cycle=10),
     "base": dict(residual_layers=30, residual_channels=64, dilation_cycle=10),
     "large": dict(residual_layers=30, residual_channels=128, dilation_cycle=10),
