@@ -82,7 +82,7 @@ def _teacher_from_run(run_dir: Path, ema: Optional[float]) -> nn.Module:
     tcfg = from_dict(meta["config"], source=str(c / "meta.json"))
     if tcfg.objective.kind != "dsm":
         raise ConfigError(f"objective.teacher {run_dir} is a {tcfg.objective.kind} run, not a dsm teacher")
-    model = build_model(tcfg, meta["sigma_data"], "denoiser")
+    model = build_model(tcfg, meta["sigma_data"], "denoiser", cond_channels=meta.get("domain_info", {}).get("cond_channels"))
     rates = [float(r) for r in meta.get("ema_rates", [])]
     if ema is not None and ema not in rates:
         raise ConfigError(f"objective.teacher_ema {ema} not in the teacher run's EMA rates {rates}")
@@ -97,7 +97,7 @@ def _teacher_from_model_dir(model_dir: Path) -> nn.Module:
     if info.get("kind") != "denoiser":
         raise ConfigError(f"objective.teacher {model_dir} holds a {info.get('kind')} model, not a denoiser (teacher)")
     tcfg = from_dict(info["config"], source=str(model_dir / ckpt.CONFIG_FILE))
-    model = build_model(tcfg, info["sigma_data"], "denoiser")
+    model = build_model(tcfg, info["sigma_data"], "denoiser", cond_channels=info.get("domain_info", {}).get("cond_channels"))
     ckpt.load_state_into(model, weights, f"teacher weights in {model_dir}")
     model.features_preset = tcfg.features.preset
     return model
