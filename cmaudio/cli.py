@@ -217,6 +217,24 @@ def vocode(
     typer.echo(f"wrote {len(jobs)} wav file(s) at {voc.sample_rate} Hz ({steps} step(s))")
 
 
+@app.command("mel-decode")
+def mel_decode(
+    inputs: List[Path] = typer.Argument(..., help="TTS features .npy (C_cond, frames), or .wav files (stand-in prior demo)"),
+    model: Path = typer.Option(..., "-m", "--model", help="a mel decoder model directory"),
+    out: Path = typer.Option(..., "-o", "--out", help="output directory for <name>.npy log-mels"),
+    steps: int = typer.Option(1, "--steps"),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Decode frame-level TTS features to log-mels with a mel decoder; then `cmaudio vocode` them."""
+    from cmaudio.mel import decode_files
+
+    if steps < 1:
+        raise DataError("--steps must be >= 1")
+    paths = decode_files(model, _audio_inputs(inputs, (".npy", ".wav")), out, steps=steps, seed=seed, device=_device(device))
+    typer.echo(f"wrote {len(paths)} mel file(s) to {out}")
+
+
 def _gap(text: str) -> tuple[float, float]:
     import math
 

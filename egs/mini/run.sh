@@ -45,10 +45,10 @@ if in_stage 6 "vocode mels of the held-out clips"; then
   done
 fi
 if in_stage 7 "mel decoder (TTS-side): train, decode a stand-in prior, vocode"; then
-  run cmaudio train recipes/mini_mel_ct.yaml "${budget[@]}" --set data.root="$data" --run-dir "$exp/mel_ct" --resume --quiet
+  run cmaudio train recipes/mini_mel_ct.yaml --set data.root="$data" --run-dir "$exp/mel_ct" --resume --quiet
   run cmaudio export "$exp/mel_ct" -o "$exp/models/mel_ct"
-  run cmaudio decode-mel "$data/wavs/LJ001-0011.wav" "$data/wavs/LJ001-0017.wav" -m "$exp/models/mel_ct" \
-    --standin -o "$exp/mel_decoded"
+  # .wav inputs: the decoder is fed the stand-in prior (an over-smoothed mel) computed from each clip
+  run cmaudio mel-decode "$data/wavs/LJ001-0011.wav" "$data/wavs/LJ001-0017.wav" -m "$exp/models/mel_ct" -o "$exp/mel_decoded"
   run cmaudio vocode "$exp/mel_decoded" -m "$exp/models/ct" -o "$exp/wavs_mel_decoder"
 fi
 if [ "$dry_run" = 0 ]; then
