@@ -34,7 +34,9 @@ def ct_num_scales(k: int, total: int, s0: int = 2, s1: int = 150) -> int:
 
 
 def ct_target_ema(k: int, total: int, s0: int = 2, s1: int = 150, mu0: float = 0.9) -> float:
-    """CT target EMA rate mu(k) = exp(s0 ln(mu0) / N(k)) (Song et al. 2023, appendix C)."""
+    """CT target EMA rate mu(k) = exp(s0 ln(mu0) / N(k)) (Song et al. 2023, appendix C); mu0 = 0 gives 0."""
+    if mu0 <= 0.0:
+        return 0.0
     return math.exp(s0 * math.log(mu0) / ct_num_scales(k, total, s0, s1))
 
 

@@ -68,6 +68,14 @@ def draw_dropout_seed() -> int:
     return int(torch.randint(0, 2**62, (1,)).item())
 
 
+def check_choices(*, index_sampling: str, weighting: str) -> None:
+    """Refuse misspelt options instead of silently falling back to the uniform default."""
+    if index_sampling not in ("uniform", "lognormal"):
+        raise ValueError(f"index_sampling must be 'uniform' or 'lognormal', got {index_sampling!r}")
+    if weighting not in ("uniform", "ict"):
+        raise ValueError(f"weighting must be 'uniform' or 'ict', got {weighting!r}")
+
+
 def masked_mean(x: Tensor, mask: Optional[Tensor]) -> Tensor:
     """Per-item mean over all but the batch dim; with a (B, 1, T) mask, over valid positions only."""
     if mask is None:

@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from cmaudio.objectives.base import Objective, SampleRNG, draw_dropout_seed, forked_rng
+from cmaudio.objectives.base import Objective, SampleRNG, check_choices, draw_dropout_seed, forked_rng
 from cmaudio.param import append_dims
 from cmaudio.schedules import ema_update, sample_lognormal_index, sample_uniform_index
 from cmaudio.solvers import get_solver
@@ -48,6 +48,7 @@ class CDObjective(Objective):
         cond_dropout: float = 0.0,
     ) -> None:
         super().__init__(model)
+        check_choices(index_sampling=index_sampling, weighting=weighting)
         self.distance = distance
         self.num_scales = num_scales
         self.solver = get_solver(solver)

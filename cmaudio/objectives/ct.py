@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from cmaudio.objectives.base import Objective, SampleRNG, draw_dropout_seed, forked_rng
+from cmaudio.objectives.base import Objective, SampleRNG, check_choices, draw_dropout_seed, forked_rng
 from cmaudio.param import append_dims
 from cmaudio.schedules import (
     ct_num_scales,
@@ -46,8 +46,8 @@ class CTObjective(Objective):
         s0: int = 10,
         s1: int = 1280,
         mu0: float = 0.9,
-        index_sampling: str = "lognormal",
-        weighting: str = "ict",
+        index_sampling: Optional[str] = None,
+        weighting: Optional[str] = None,
         p_mean: float = -1.1,
         p_std: float = 2.0,
         cond_dropout: float = 0.0,
@@ -55,6 +55,10 @@ class CTObjective(Objective):
         super().__init__(model)
         if variant not in ("ct", "ict"):
             raise ValueError(f"variant must be 'ct' or 'ict', got {variant!r}")
+        # the paper's choices per variant unless given: CT uniform n and lambda = 1, iCT lognormal and 1/dsigma
+        index_sampling = index_sampling or ("lognormal" if variant == "ict" else "uniform")
+        weighting = weighting or ("ict" if variant == "ict" else "uniform")
+        check_choices(index_sampling=index_sampling, weighting=weighting)
         self.kind = variant
         self.distance = distance
         self.total_steps = max(int(total_steps), 1)
