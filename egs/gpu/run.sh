@@ -5,6 +5,7 @@
 #   on the embedded held-out clips (1 and 2 steps, and the teacher at 6 and 50 steps).
 # Everything lands under OUT_DIR: log.txt, bench_cuda.json, summary.md, results.tgz (reports,
 # wavs of the 3 held-out utterances, spectrograms), model_cd.tgz and model_ct.tgz (exported models).
+# Every phase has a timeout, so the whole run stays under ~8 minutes even when one phase stalls.
 # Usage: bash egs/gpu/run.sh OUT_DIR [--tiny]     (--tiny: a CPU rehearsal with tiny sizes)
 # Missing Python packages can be brought as wheels in .whl/ (see egs/gpu/README.md).
 set -uo pipefail
@@ -42,40 +43,40 @@ if [ "$TINY" = "--tiny" ]; then
   TEACHER_SIZE=(--set model.size=tiny); T_MIN=0.2; PROBE=3; BENCH_ARGS=(--seconds 0.1 --repeats 1 --no-peers)
   TSTEPS=6
 else
-  DEV=cuda; DTYPE=bf16; BATCH=64; SIZE=(); TEACHER_SIZE=(--set model.size=base); T_MIN=1.4; PROBE=60
+  DEV=cuda; DTYPE=bf16; BATCH=64; SIZE=(); TEACHER_SIZE=(--set model.size=base --set data.segment_length=8192); T_MIN=1.0; PROBE=40
   BENCH_ARGS=(--seconds 1 --repeats 5); TSTEPS=6,50
 fi
-common=(--set train.device=$DEV --set train.batch_size=$BATCH --set train.val_every=100000 --set train.ckpt_every=100000
+common=(--set train.device=$DEV --set train.batch_size=$BATCH --set train.val_every=100000 --set train.ckpt_every=500
         --set train.log_every=50 --set train.warmup_steps=200)
 [ "$DEV" = cuda ] && common+=(--set train.amp=bf16)
 
 stamp "bench"
-timeout 110 python3 -m cmaudio bench --device $DEV --dtype $DTYPE --batch 1,16 "${BENCH_ARGS[@]}" --json "$OUT/bench_cuda.json" \
+timeout 90 python3 -m cmaudio bench --device $DEV --dtype $DTYPE --batch 1,16 "${BENCH_ARGS[@]}" --json "$OUT/bench_cuda.json" \
   || stamp "bench failed or timed out"
 
 stamp "teacher"
-timeout 120 python3 -m cmaudio train recipes/mini_teacher.yaml "${common[@]}" "${TEACHER_SIZE[@]}" --set train.max_steps=100000 \
+timeout 85 python3 -m cmaudio train recipes/mini_teacher.yaml "${common[@]}" "${TEACHER_SIZE[@]}" --set train.max_steps=100000 \
   --set train.max_minutes=$T_MIN --set train.lr=0.0002 --run-dir exp/gpu/teacher --quiet || stamp "teacher failed"
 
 stamp "cd"
-timeout 120 python3 -m cmaudio train recipes/mini_cd.yaml "${common[@]}" "${SIZE[@]}" --set objective.teacher=exp/gpu/teacher \
+timeout 85 python3 -m cmaudio train recipes/mini_cd.yaml "${common[@]}" "${SIZE[@]}" --set objective.teacher=exp/gpu/teacher \
   --set train.max_steps=100000 --set train.max_minutes=$T_MIN --set train.lr=0.0002 --run-dir exp/gpu/cd --quiet || stamp "cd failed"
 
 stamp "ct: probe the step rate so the iCT curriculum fits the time budget"
-probe=$(python3 -m cmaudio train recipes/mini_ct.yaml "${common[@]}" "${SIZE[@]}" --set train.max_steps=$PROBE \
+probe=$(timeout 45 python3 -m cmaudio train recipes/mini_ct.yaml "${common[@]}" "${SIZE[@]}" --set train.max_steps=$PROBE \
   --run-dir exp/gpu/ct_probe --quiet 2>&1 | tee /dev/stderr | sed -n 's/.*(\([0-9.]*\) steps\/s.*/\1/p' | tail -1)
 steps=$(python3 -c "import sys; r=float(sys.argv[1] or 1); print(max(int(r*60*float(sys.argv[2])*0.9), 20))" "${probe:-1}" "$T_MIN")
 stamp "ct: $steps steps at ${probe:-?} steps/s"
-timeout 120 python3 -m cmaudio train recipes/mini_ct.yaml "${common[@]}" "${SIZE[@]}" --set train.max_steps=$steps \
+timeout 85 python3 -m cmaudio train recipes/mini_ct.yaml "${common[@]}" "${SIZE[@]}" --set train.max_steps=$steps \
   --set train.max_minutes=$T_MIN --set train.lr=0.0002 --run-dir exp/gpu/ct --quiet || stamp "ct failed"
 
 stamp "export"
 for m in teacher cd ct; do cm export exp/gpu/$m -o exp/gpu/models/$m || stamp "export $m failed"; done
 
 stamp "evaluate"
-timeout 150 python3 -m cmaudio evaluate egs/mini/data/ljspeech_mini -m exp/gpu/models/cd --steps 1,2 \
+timeout 100 python3 -m cmaudio evaluate egs/mini/data/ljspeech_mini -m exp/gpu/models/cd --steps 1,2 \
   --teacher exp/gpu/models/teacher --teacher-steps $TSTEPS --device $DEV -o exp/gpu/report_cd || stamp "evaluate cd failed"
-timeout 60 python3 -m cmaudio evaluate egs/mini/data/ljspeech_mini -m exp/gpu/models/ct --steps 1,2 --device $DEV \
+timeout 70 python3 -m cmaudio evaluate egs/mini/data/ljspeech_mini -m exp/gpu/models/ct --steps 1,2 --device $DEV \
   -o exp/gpu/report_ct || stamp "evaluate ct failed"
 
 stamp "collect"
