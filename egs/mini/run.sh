@@ -13,6 +13,9 @@ data=egs/mini/data/ljspeech_mini
 exp=exp/mini
 parse_stage_args "$@"
 budget=(--set train.max_steps="${MINI_STEPS:-150}")  # fixed CPU budget; raise it for better audio
+read -r -a extra <<< "${MINI_EXTRA:-}"               # more --set overrides for every training (tests use tiny nets)
+budget+=("${extra[@]}")
+eval_seconds=${MINI_EVAL_SECONDS:-4}
 
 if in_stage 0 "check the embedded corpus"; then
   run cmaudio data check "$data" --format ljspeech --sample-rate 22050
@@ -35,7 +38,7 @@ fi
 if in_stage 5 "evaluate on the held-out clips"; then
   for m in cd ct; do
     run cmaudio evaluate "$data" -m "$exp/models/$m" --steps 1,2 --teacher "$exp/models/teacher" --teacher-steps 6 \
-      --max-seconds 4 -o "$exp/report_$m"
+      --max-seconds "$eval_seconds" -o "$exp/report_$m"
   done
 fi
 if in_stage 6 "vocode mels of the held-out clips"; then
@@ -45,7 +48,7 @@ if in_stage 6 "vocode mels of the held-out clips"; then
   done
 fi
 if in_stage 7 "mel decoder (TTS-side): train, decode a stand-in prior, vocode"; then
-  run cmaudio train recipes/mini_mel_ct.yaml --set data.root="$data" --run-dir "$exp/mel_ct" --resume --quiet
+  run cmaudio train recipes/mini_mel_ct.yaml --set train.max_steps="${MINI_MEL_STEPS:-300}" "${extra[@]}" --set data.root="$data" --run-dir "$exp/mel_ct" --resume --quiet
   run cmaudio export "$exp/mel_ct" -o "$exp/models/mel_ct"
   # .wav inputs: the decoder is fed the stand-in prior (an over-smoothed mel) computed from each clip
   run cmaudio mel-decode "$data/wavs/LJ001-0011.wav" "$data/wavs/LJ001-0017.wav" -m "$exp/models/mel_ct" -o "$exp/mel_decoded"
