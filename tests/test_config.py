@@ -1,0 +1,123 @@
+"""Typed config: extends, unknown keys, typed overrides, dump/load; `config show`, `data check`, `mel`."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from cmaudio.cli import main as cli_main
+from cmaudio.config import Config, dump_yaml, from_dict, load
+from cmaudio.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(p: Path, text: str) -> Path:
+    p.write_text(text)
+    return p
+
+
+def run_cli(*args):
+    try:
+        cli_main(list(args))
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def test_extends_deep_merges_relative_to_the_file(tmp_path):
+    (tmp_path / "base").mkdir()
+    write(tmp_path / "base" / "a.yaml", "model:\n  size: base\n  sigma_max: 3.0\ntrain:\n  lr: 0.001\n")
+    child = write(tmp_path / "c.yaml", "extends: base/a.yaml\nmodel:\n  sigma_max: 2.5\n")
+    cfg = load(child)
+    assert cfg.model.size == "base" and cfg.model.sigma_max == 2.5 and cfg.train.lr == 0.001
+    assert cfg.model.rho == 7.0  # untouched defaults stay
+    # a list of parents, later ones win
+    write(tmp_path / "b.yaml", "train:\n  lr: 0.002\n")
+    two = write(tmp_path / "d.yaml", "extends: [base/a.yaml, b.yaml]\n")
+    assert load(two).train.lr == 0.002
+    # cycles are refused
+    write(tmp_path / "x.yaml", "extends: y.yaml\n")
+    write(tmp_path / "y.yaml", "extends: x.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load(tmp_path / "x.yaml")
+
+
+def test_unknown_key_names_key_file_and_closest(tmp_path):
+    bad = write(tmp_path / "bad.yaml", "train:\n  max_step: 10\n")
+    with pytest.raises(ConfigError) as e:
+        load(bad)
+    msg = str(e.value)
+    assert "train.max_step" in msg and "bad.yaml" in msg and "max_steps" in msg
+    with pytest.raises(ConfigError, match="unknown section 'modle'.*'model'"):
+        load(write(tmp_path / "s.yaml", "modle: {}\n"))
+    # in a parent file, the parent is named
+    write(tmp_path / "p.yaml", "objective:\n  knd: ct\n")
+    with pytest.raises(ConfigError, match=r"p\.yaml.*kind"):
+        load(write(tmp_path / "q.yaml", "extends: p.yaml\n"))
+
+
+def test_overrides_are_type_checked(tmp_path):
+    r = ROOT / "recipes/mini_ct.yaml"
+    cfg = load(r, ["train.max_steps=7", "model.sigma_max=2", "train.ema_rates=[0.9, 0.99]", "model.sigma_data=null"])
+    assert cfg.train.max_steps == 7 and cfg.model.sigma_max == 2.0 and isinstance(cfg.model.sigma_max, float)
+    assert cfg.train.ema_rates == (0.9, 0.99) and cfg.model.sigma_data is None
+    with pytest.raises(ConfigError, match="train.max_steps must be an integer"):
+        load(r, ["train.max_steps=ten"])
+    with pytest.raises(ConfigError, match="train.compile must be true or false"):
+        load(r, ["train.compile=3"])
+    with pytest.raises(ConfigError, match="unknown key train.max_stepz.*max_steps"):
+        load(r, ["train.max_stepz=3"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load(r, ["train.max_steps"])
+    with pytest.raises(ConfigError, match="objective.kind = 'lpips'"):
+        load(r, ["objective.kind=lpips"])
+    with pytest.raises(ConfigError, match="distance has unknown term 'lpips'"):
+        load(r, ["objective.distance={lpips: 1.0}"])
+
+
+def test_dump_then_load_gives_an_equal_object():
+    cfg = load(ROOT / "recipes/ljspeech_cd.yaml", ["sampling.sigmas={2: [1.6, 0.3]}"])
+    again = from_dict(yaml.safe_load(dump_yaml(cfg)))
+    assert again == cfg and again.sampling.sigmas == {2: (1.6, 0.3)}
+    assert Config() == from_dict({})
+
+
+def test_config_show_prints_the_resolved_recipe(capsys):
+    assert run_cli("config", "show", str(ROOT / "recipes/mini_ct.yaml"), "--set", "train.max_steps=5") == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["train"]["max_steps"] == 5 and shown["objective"]["kind"] == "ict"
+    assert from_dict(shown) == load(ROOT / "recipes/mini_ct.yaml", ["train.max_steps=5"])
+    assert run_cli("config", "show", str(ROOT / "recipes/nope.yaml")) == 2
+    assert capsys.readouterr().err.startswith("error: recipe not found")
+
+
+def test_data_check_prints_counts_and_bad_files(tmp_path, capsys):
+    root = tmp_path / "LJ"
+    (root / "wavs").mkdir(parents=True)
+    sf.write(root / "wavs" / "a.wav", 0.1 * np.sin(np.arange(22050) / 7.0), 22050)
+    (root / "wavs" / "b.wav").write_bytes(b"not audio")
+    (root / "metadata.csv").write_text("a|hello|hello\nb|bad|bad\n")
+    assert run_cli("data", "check", str(root), "--format", "ljspeech") == 0
+    out = capsys.readouterr().out
+    assert "2" in out and "b.wav" in out and "22050" in out
+
+
+def test_mel_command_writes_one_npy_per_input_with_the_preset_frame_rule(tmp_path, capsys):
+    src = ROOT / "egs/mini/data/ljspeech_mini/wavs"
+    ins = [src / "LJ001-0013.wav", src / "LJ016-0027.wav"]  # the second is 24 kHz: resampled
+    assert run_cli("mel", *map(str, ins), "-o", str(tmp_path / "m"), "--preset", "hifigan") == 0
+    from cmaudio.data import load_audio
+
+    for f in ins:
+        m = np.load(tmp_path / "m" / f"{f.stem}.npy")
+        n = len(load_audio(f, 22050))
+        assert m.dtype == np.float32 and m.shape == (80, n // 256)
+    assert run_cli("mel", str(ins[0]), "-o", str(tmp_path / "v"), "--preset", "vocos") == 0
+    n24 = len(load_audio(ins[0], 24000))
+    assert np.load(tmp_path / "v" / "LJ001-0013.npy").shape == (100, 1 + n24 // 256)
+    assert run_cli("mel", str(ins[0]), "-o", str(tmp_path / "x"), "--preset", "hifi") == 2
+    assert "hifigan" in capsys.readouterr().err  # the closest valid preset is named
+    assert not (tmp_path / "x").exists()
