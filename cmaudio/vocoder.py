@@ -265,12 +265,21 @@ class Vocoder(nn.Module):
         return self.decode(self.mel(audio), steps=steps, generator=generator)
 
     # ------------------------------------------------------------------ editing
-    def _cond_for_edit(self, audio: Tensor, use_mel: bool) -> Optional[Tensor]:
-        if use_mel:
-            return self.mel(audio)
-        if getattr(self.model, "null_cond", None) is None:
-            raise DataError("this model has no unconditional mode (trained without cond_dropout); edit with its mel")
-        return None
+    def _edit_input(self, audio: Tensor, use_mel: bool) -> tuple[Tensor, Optional[Tensor]]:
+        """audio (T,) -> (audio padded to whole frames (T',), its mel (1, n_mels, T'/hop) or None)."""
+        if self.kind != "consistency":
+            raise DataError("zero-shot editing needs a consistency model, not a teacher")
+        a = torch.as_tensor(audio, dtype=torch.float32, device=self.device).reshape(-1)
+        F = -(-a.shape[0] // self.hop_length)
+        padded = torch.nn.functional.pad(a, (0, F * self.hop_length - a.shape[0]))
+        if not use_mel:
+            if getattr(self.model, "null_cond", None) is None:
+                raise DataError("this model has no unconditional mode (trained without cond_dropout); edit with its mel")
+            return padded, None
+        cond = self.mel(padded)[..., :F]
+        if cond.shape[-1] < F:  # presets whose frame rule gives one frame less
+            cond = torch.nn.functional.pad(cond, (0, F - cond.shape[-1]), mode="replicate")
+        return padded, cond
 
     @torch.no_grad()
     def inpaint(self, audio: Tensor, start: float, end: float, *, steps: int = 2, use_mel: bool = True,
@@ -280,20 +289,11 @@ class Vocoder(nn.Module):
         audio: (T,) at sample_rate. With use_mel the mel of the whole utterance (gap included)
         conditions the model; otherwise the learned null cond does. Returns (T,).
         """
-        if self.kind != "consistency":
-            raise DataError("zero-shot editing needs a consistency model, not a teacher")
-        a = torch.as_tensor(audio, dtype=torch.float32, device=self.device).reshape(-1)
-        T = a.shape[0]
+        T = torch.as_tensor(audio).reshape(-1).shape[0]
         s0, s1 = int(round(start * self.sample_rate)), int(round(end * self.sample_rate))
         if not 0 <= s0 < s1 <= T:
             raise DataError(f"gap {start}:{end} s is outside the recording (0:{T / self.sample_rate:.3f} s) or empty")
-        F = -(-T // self.hop_length)
-        padded = torch.nn.functional.pad(a, (0, F * self.hop_length - T))
-        cond = self._cond_for_edit(padded, use_mel)
-        if cond is not None:
-            cond = cond[..., :F]
-            if cond.shape[-1] < F:
-                cond = torch.nn.functional.pad(cond, (0, F - cond.shape[-1]), mode="replicate")
+        padded, cond = self._edit_input(audio, use_mel)
         known = torch.ones_like(padded, dtype=torch.bool)
         known[s0:s1] = False
         out = inpaint(self.model, padded[None, None], known[None, None], sigmas=self.sigmas_for(steps), cond=cond,
@@ -309,19 +309,10 @@ class Vocoder(nn.Module):
         the model runs unconditionally (needs a model trained with cond_dropout); with use_mel the
         band-limited recording's own mel conditions it.
         """
-        if self.kind != "consistency":
-            raise DataError("zero-shot editing needs a consistency model, not a teacher")
         if source_rate >= self.sample_rate:
             raise DataError(f"the input is already at {source_rate} Hz >= the model's {self.sample_rate} Hz")
-        a = torch.as_tensor(audio, dtype=torch.float32, device=self.device).reshape(-1)
-        T = a.shape[0]
-        F = -(-T // self.hop_length)
-        padded = torch.nn.functional.pad(a, (0, F * self.hop_length - T))
-        cond = self._cond_for_edit(padded, use_mel)
-        if cond is not None:
-            cond = cond[..., :F]
-            if cond.shape[-1] < F:
-                cond = torch.nn.functional.pad(cond, (0, F - cond.shape[-1]), mode="replicate")
+        T = torch.as_tensor(audio).reshape(-1).shape[0]
+        padded, cond = self._edit_input(audio, use_mel)
         out = bandwidth_extension(self.model, padded[None, None], sample_rate=self.sample_rate, cutoff_hz=source_rate / 2,
                                   sigmas=self.sigmas_for(steps), cond=cond, generator=generator)
         return out[0, 0, :T].clamp(-1, 1)

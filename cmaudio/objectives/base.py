@@ -68,6 +68,42 @@ def draw_dropout_seed() -> int:
     return int(torch.randint(0, 2**62, (1,)).item())
 
 
+def draw_pair(model, rng: "SampleRNG", x: Tensor, cond: Optional[Tensor], num_scales: int, *, index_sampling: str,
+              p_mean: float, p_std: float, cond_dropout: float):
+    """Draw, per item, the adjacent noise levels (sigma_n, sigma_{n+1}) of an N-point Karras grid,
+    the noise z (B, C, T) and the cond-dropout choice (CM Alg. 2/3; iCT sec. 3.5 for 'lognormal').
+
+    Returns (s_lo (B,), s_hi (B,), z, cond_drop (B,) bool or None). The draw order per item is
+    fixed (index uniform, dropout uniform, noise), so a seed always gives the same draw.
+    """
+    from cmaudio.schedules import sample_lognormal_index, sample_uniform_index
+
+    p = model.param
+    u_idx, u_drop = rng.rand(), rng.rand()
+    z = rng.randn(*x.shape[1:])
+    if index_sampling == "lognormal":
+        n = sample_lognormal_index(p, num_scales, p_mean, p_std, u_idx)
+    else:
+        n = sample_uniform_index(num_scales, u_idx)
+    grid = p.grid(num_scales, device=x.device)
+    cond_drop = (u_drop < cond_dropout) if (cond_dropout > 0 and cond is not None) else None
+    return grid[n].to(torch.float32), grid[n + 1].to(torch.float32), z, cond_drop
+
+
+def consistency_loss(objective: "Objective", target_net, x_hi: Tensor, s_hi: Tensor, x_lo: Tensor, s_lo: Tensor,
+                     cond: Optional[Tensor], mask: Optional[Tensor], cond_drop: Optional[Tensor], weighting: str) -> Tensor:
+    """lambda(sigma_n) d(f_theta(x_{n+1}, sigma_{n+1}), f_theta-(x_n, sigma_n)) averaged over the batch
+    (CM eq. 7 and 10), with the same dropout masks for the online and the target network and no
+    gradient through the target. lambda = 1 ('uniform') or 1/(sigma_{n+1} - sigma_n) ('ict')."""
+    seed = draw_dropout_seed()
+    with forked_rng(seed, x_hi.device):
+        online = objective.online(x_hi, s_hi, cond, mask=mask, cond_drop=cond_drop)
+    with torch.no_grad(), forked_rng(seed, x_hi.device):
+        target = target_net(x_lo, s_lo, cond, mask=mask, cond_drop=cond_drop)
+    weight = 1.0 / (s_hi - s_lo) if weighting == "ict" else torch.ones_like(s_hi)
+    return (weight * objective.distance(online, target.detach(), mask)).mean()
+
+
 def check_choices(*, index_sampling: str, weighting: str) -> None:
     """Refuse misspelt options instead of silently falling back to the uniform default."""
     if index_sampling not in ("uniform", "lognormal"):

@@ -21,9 +21,9 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from cmaudio.objectives.base import Objective, SampleRNG, check_choices, draw_dropout_seed, forked_rng
+from cmaudio.objectives.base import Objective, SampleRNG, check_choices, consistency_loss, draw_pair
 from cmaudio.param import append_dims
-from cmaudio.schedules import ema_update, sample_lognormal_index, sample_uniform_index
+from cmaudio.schedules import ema_update
 from cmaudio.solvers import get_solver
 
 
@@ -79,36 +79,18 @@ class CDObjective(Objective):
 
     def forward(self, x: Tensor, cond: Optional[Tensor] = None, *, mask=None, seeds=None, step: int = 0):
         """x (B, C, T) clean data -> (scalar loss, logs)."""
-        p = self.model.param
-        B = x.shape[0]
-        rng = SampleRNG(seeds, B, x.device)
-        u_idx, u_drop = rng.rand(), rng.rand()
-        z = rng.randn(*x.shape[1:])
+        rng = SampleRNG(seeds, x.shape[0], x.device)
         N = self.num_scales
-        if self.index_sampling == "lognormal":
-            n = sample_lognormal_index(p, N, self.p_mean, self.p_std, u_idx)
-        else:
-            n = sample_uniform_index(N, u_idx)
-        grid = p.grid(N, device=x.device)
-        s_lo, s_hi = grid[n].to(torch.float32), grid[n + 1].to(torch.float32)
-        cond_drop = (u_drop < self.cond_dropout) if (self.cond_dropout > 0 and cond is not None) else None
-
+        s_lo, s_hi, z, cond_drop = draw_pair(self.model, rng, x, cond, N, index_sampling=self.index_sampling,
+                                             p_mean=self.p_mean, p_std=self.p_std, cond_dropout=self.cond_dropout)
         x_hi = x + append_dims(s_hi, x.ndim) * z
         if mask is not None:
             x_hi = x_hi * mask
-        with torch.no_grad():
+        with torch.no_grad():  # the teacher's ODE step from sigma_{n+1} to sigma_n
             x_lo = self.solver(self.teacher, x_hi, s_hi, s_lo, cond, mask=mask, cond_drop=cond_drop)
             if mask is not None:
                 x_lo = x_lo * mask
-
-        seed = draw_dropout_seed()
-        with forked_rng(seed, x.device):
-            online = self.online(x_hi, s_hi, cond, mask=mask, cond_drop=cond_drop)
-        with torch.no_grad(), forked_rng(seed, x.device):
-            target = self.target(x_lo, s_lo, cond, mask=mask, cond_drop=cond_drop)
-
-        weight = 1.0 / (s_hi - s_lo) if self.weighting == "ict" else torch.ones_like(s_hi)
-        loss = (weight * self.distance(online, target, mask)).mean()
+        loss = consistency_loss(self, self.target, x_hi, s_hi, x_lo, s_lo, cond, mask, cond_drop, self.weighting)
         logs = {"loss": loss.detach(), "N": float(N), "mu": float(self.target_ema), "sigma_mean": s_hi.mean().detach()}
         return loss, logs
 

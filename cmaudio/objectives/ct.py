@@ -21,16 +21,9 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from cmaudio.objectives.base import Objective, SampleRNG, check_choices, draw_dropout_seed, forked_rng
+from cmaudio.objectives.base import Objective, SampleRNG, check_choices, consistency_loss, draw_pair
 from cmaudio.param import append_dims
-from cmaudio.schedules import (
-    ct_num_scales,
-    ct_target_ema,
-    ema_update,
-    ict_num_scales,
-    sample_lognormal_index,
-    sample_uniform_index,
-)
+from cmaudio.schedules import ct_num_scales, ct_target_ema, ema_update, ict_num_scales
 
 
 class CTObjective(Objective):
@@ -87,34 +80,16 @@ class CTObjective(Objective):
     # ------------------------------------------------------------------ loss
     def forward(self, x: Tensor, cond: Optional[Tensor] = None, *, mask=None, seeds=None, step: int = 0):
         """x (B, C, T) clean data -> (scalar loss, logs); step = k, optimizer steps done so far."""
-        p = self.model.param
-        B = x.shape[0]
-        rng = SampleRNG(seeds, B, x.device)
-        u_idx, u_drop = rng.rand(), rng.rand()
-        z = rng.randn(*x.shape[1:])
+        rng = SampleRNG(seeds, x.shape[0], x.device)
         N = self.num_scales(step)
-        if self.index_sampling == "lognormal":
-            n = sample_lognormal_index(p, N, self.p_mean, self.p_std, u_idx)
-        else:
-            n = sample_uniform_index(N, u_idx)
-        grid = p.grid(N, device=x.device)
-        s_lo, s_hi = grid[n].to(torch.float32), grid[n + 1].to(torch.float32)
-        cond_drop = (u_drop < self.cond_dropout) if (self.cond_dropout > 0 and cond is not None) else None
-
-        x_hi = x + append_dims(s_hi, x.ndim) * z
+        s_lo, s_hi, z, cond_drop = draw_pair(self.model, rng, x, cond, N, index_sampling=self.index_sampling,
+                                             p_mean=self.p_mean, p_std=self.p_std, cond_dropout=self.cond_dropout)
+        x_hi = x + append_dims(s_hi, x.ndim) * z  # the SAME z at both levels (CM eq. 10)
         x_lo = x + append_dims(s_lo, x.ndim) * z
         if mask is not None:
             x_hi, x_lo = x_hi * mask, x_lo * mask
-
-        seed = draw_dropout_seed()
-        with forked_rng(seed, x.device):
-            online = self.online(x_hi, s_hi, cond, mask=mask, cond_drop=cond_drop)
         target_net = self.target if self.target is not None else self.model
-        with torch.no_grad(), forked_rng(seed, x.device):
-            target = target_net(x_lo, s_lo, cond, mask=mask, cond_drop=cond_drop)
-
-        weight = 1.0 / (s_hi - s_lo) if self.weighting == "ict" else torch.ones_like(s_hi)
-        loss = (weight * self.distance(online, target.detach(), mask)).mean()
+        loss = consistency_loss(self, target_net, x_hi, s_hi, x_lo, s_lo, cond, mask, cond_drop, self.weighting)
         logs = {
             "loss": loss.detach(),
             "N": float(N),
