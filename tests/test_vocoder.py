@@ -464,3 +464,36 @@ def test_bandwidth_extension_keeps_low_band(voc, tmp_path, rate):
     assert Y[hi:].abs().pow(2).sum() > 100 * X[hi:].abs().pow(2).sum()  # new content above the band
     with pytest.raises(DataError, match="already"):
         voc.extend_bandwidth(audio, 22050)
+
+
+def test_default_model_ships_and_vocodes():
+    """Vocoder.from_pretrained() with no directory loads the packaged model; decode is frames x hop."""
+    from cmaudio.vocoder import DEFAULT_MODEL_DIR
+
+    assert (DEFAULT_MODEL_DIR / "model.safetensors").stat().st_size < 20 * 2**20
+    voc = Vocoder.from_pretrained()
+    assert voc.sample_rate == 22050 and voc.hop_length == 256 and voc.kind == "consistency"
+    mel = torch.full((80, 20), -5.0)
+    audio = voc.decode(mel, generator=torch.Generator().manual_seed(0))
+    assert audio.shape == (1, 20 * 256) and torch.isfinite(audio).all() and audio.abs().max() <= 1
+    assert next(voc.model.parameters()).dtype == torch.float32  # float16 file, float32 model
+
+
+def test_vocode_without_model_writes_beside_the_input(tmp_path):
+    import numpy as np
+
+    from cmaudio.cli import main as cli_main
+    from cmaudio.features import MelSpectrogram
+    from cmaudio.data import load_audio
+
+    root = Path(__file__).resolve().parents[1]
+    a = torch.from_numpy(load_audio(root / "egs/mini/data/ljspeech_mini/wavs/LJ001-0013.wav", 22050))[:22050]
+    np.save(tmp_path / "mel.npy", MelSpectrogram("hifigan")(a)[0].numpy())
+    try:
+        cli_main(["vocode", str(tmp_path / "mel.npy")])
+    except SystemExit as e:
+        assert (e.code or 0) == 0
+    import soundfile as sf
+
+    wav, sr = sf.read(tmp_path / "mel.wav")
+    assert sr == 22050 and len(wav) == (22050 // 256) * 256
