@@ -12,7 +12,7 @@ source egs/stages.sh
 data=egs/mini/data/ljspeech_mini
 exp=exp/mini
 parse_stage_args "$@"
-budget=(--set train.max_steps="${MINI_STEPS:-150}")  # fixed CPU budget; raise it for better audio
+budget=(--set train.max_steps="${MINI_STEPS:-400}")  # fixed CPU budget; raise it for better audio
 read -r -a extra <<< "${MINI_EXTRA:-}"               # more --set overrides for every training (tests use tiny nets)
 budget+=("${extra[@]}")
 eval_seconds=${MINI_EVAL_SECONDS:-4}
