@@ -79,6 +79,7 @@ from cmaudio.config import Config, from_dict, replace, to_dict
 from cmaudio.errors import CheckpointError, CmaudioError, ConfigError, DataError
 from cmaudio.features import MelSpectrogram, get_preset
 from cmaudio.train import Domain
+from cmaudio.vocoder import GeneratorDefaults
 
 # Decoded (mel, cond) pairs at most this large (float32 bytes) are kept in memory.
 AUTO_CACHE_BYTES = 2 * 1024**3
@@ -646,7 +647,7 @@ def mel_panels_png(panels: Sequence[tuple[str, np.ndarray]], path: Union[str, Pa
 GeneratorArg = Union[None, torch.Generator, Sequence[torch.Generator]]
 
 
-class MelDecoder(nn.Module):
+class MelDecoder(GeneratorDefaults, nn.Module):
     """Frame-level features -> log-mel in one step (or a few): the mel-domain consistency decoder.
 
     Holds the parameterized network (`model`, a ConsistencyModel or, for a DSM teacher, a Denoiser),
@@ -722,26 +723,6 @@ class MelDecoder(nn.Module):
     @property
     def preset(self) -> str:
         return self.features.preset.name
-
-    @property
-    def sample_rate(self) -> int:
-        return self.features.sample_rate
-
-    @property
-    def hop_length(self) -> int:
-        return self.features.hop_length
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def sigmas_for(self, steps: int) -> tuple[float, ...]:
-        """Noise levels of `steps`-step consistency sampling: stored defaults, else the Karras grid."""
-        if steps < 1:
-            raise DataError(f"steps must be >= 1 (got {steps})")
-        if steps in self.default_sigmas:
-            return self.default_sigmas[steps]
-        return self.model.param.default_sigmas(steps)
 
     def model_info(self) -> dict[str, Any]:
         """The domain_info of this decoder (as written to config.json)."""

@@ -73,7 +73,34 @@ class Chunked:
         return out / weight.clamp_min(1e-12)
 
 
-class Vocoder(nn.Module):
+class GeneratorDefaults:
+    """Shared by Vocoder and MelDecoder: rate/hop from the owned features, device, sigma defaults.
+
+    Needs `features` (MelSpectrogram), `model` (parameterized network) and `default_sigmas`.
+    """
+
+    @property
+    def sample_rate(self) -> int:
+        return self.features.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.features.hop_length
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def sigmas_for(self, steps: int) -> tuple[float, ...]:
+        """Noise levels of `steps`-step consistency sampling: stored defaults, else the Karras grid."""
+        if steps < 1:
+            raise DataError(f"steps must be >= 1 (got {steps})")
+        if steps in self.default_sigmas:
+            return self.default_sigmas[steps]
+        return self.model.param.default_sigmas(steps)
+
+
+class Vocoder(GeneratorDefaults, nn.Module):
     """Mel-conditioned waveform generator.
 
     Attributes: sample_rate (Hz), hop_length (samples per frame), n_mels, preset (mel
@@ -102,32 +129,12 @@ class Vocoder(nn.Module):
 
     # ------------------------------------------------------------------ properties
     @property
-    def sample_rate(self) -> int:
-        return self.features.sample_rate
-
-    @property
-    def hop_length(self) -> int:
-        return self.features.hop_length
-
-    @property
     def n_mels(self) -> int:
         return self.features.n_mels
 
     @property
     def preset(self) -> str:
         return self.features.preset.name
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def sigmas_for(self, steps: int) -> tuple[float, ...]:
-        """Noise levels of `steps`-step consistency sampling: stored defaults, else the Karras grid."""
-        if steps < 1:
-            raise DataError(f"steps must be >= 1 (got {steps})")
-        if steps in self.default_sigmas:
-            return self.default_sigmas[steps]
-        return self.model.param.default_sigmas(steps)
 
     def nfe(self, steps: int) -> int:
         """Network evaluations of decode(steps): steps for a consistency model, 2 steps - 1 for the Heun teacher."""

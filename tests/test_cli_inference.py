@@ -26,6 +26,8 @@ from cmaudio.cli import main
 from cmaudio.config import Config, replace
 from cmaudio.data import load_audio
 from cmaudio.features import MelSpectrogram, convert
+from helpers import randomize
+
 from cmaudio.vocoder import Vocoder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,18 +39,6 @@ HOP = 256
 # ----------------------------------------------------------------------------------------------
 # helpers and fixtures
 # ----------------------------------------------------------------------------------------------
-
-
-def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Unit-gain random weights everywhere (the U-Net's output convs start at zero)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim >= 2:
-                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
 
 
 def tiny_vocoder(seed: int = 0, **model_kw) -> Vocoder:

@@ -20,23 +20,13 @@ from cmaudio.config import Config, replace
 from cmaudio.errors import CheckpointError, CmaudioError, ConfigError, DataError
 from cmaudio.features import MelSpectrogram, convert
 from cmaudio.sampling import consistency_sample
+from helpers import randomize
+
 from cmaudio.vocoder import Chunked, Vocoder
 
 REPO = Path(__file__).resolve().parents[1]
 LJ = REPO / "egs" / "mini" / "data" / "ljspeech_mini" / "wavs"
 SD = 0.087
-
-
-def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Unit-gain random weights everywhere (including the zero-initialised output convs)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim >= 2:
-                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
 
 
 def tiny_vocoder(kind: str = "consistency", seed: int = 0, **model_kw) -> Vocoder:
