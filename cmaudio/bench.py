@@ -381,16 +381,22 @@ def _hifigan_mel(frames: int, batch: int, device: torch.device) -> torch.Tensor:
     return mel.expand(batch, -1, -1).contiguous().to(device)
 
 
-def _bench_cm(run: _Runner, size: str, batch_sizes, steps: Sequence[int], seconds: float) -> None:
+def _setup(run: "_Runner", net_name: str, wrapper, size: str, seconds: float):
+    """Random-weight net of `size` in its wrapper on the run's device and dtype, with its memory
+    probe, FLOPs per second of audio, parameter count and the frame count of `seconds`."""
     param = KarrasParam(**BENCH_PARAM)
     mem = _MemProbe(run.device)
-    net = build_net("unet1d", domain="wave", in_channels=1, cond_channels=N_MELS, size=size, hop=HOP).to(run.device)
-    model = ConsistencyModel(net, param, cond_channels=N_MELS, cond_hop=HOP).to(run.device).eval()
+    net = build_net(net_name, domain="wave", in_channels=1, cond_channels=N_MELS, size=size, hop=HOP).to(run.device)
+    model = wrapper(net, param, cond_channels=N_MELS, cond_hop=HOP).to(run.device).eval()
     mem.module = model
     model.body_dtype = DTYPES[run.dtype]
     fps = flops_per_second(net, sample_rate=SAMPLE_RATE, in_channels=1, cond_channels=N_MELS, hop=HOP)
-    n_params = count_parameters(model)
     frames = _frames(seconds, SAMPLE_RATE, HOP, MelSpectrogram(MEL_PRESET).min_samples)
+    return param, mem, net, model, fps, count_parameters(model), frames
+
+
+def _bench_cm(run: _Runner, size: str, batch_sizes, steps: Sequence[int], seconds: float) -> None:
+    param, mem, net, model, fps, n_params, frames = _setup(run, "unet1d", ConsistencyModel, size, seconds)
     for batch in batch_sizes:
         mel = _hifigan_mel(frames, batch, run.device)
         shape = (batch, 1, frames * HOP)
@@ -411,15 +417,7 @@ def _bench_cm(run: _Runner, size: str, batch_sizes, steps: Sequence[int], second
 
 
 def _bench_teacher(run: _Runner, size: str, batch_sizes, steps: Sequence[int], seconds: float) -> None:
-    param = KarrasParam(**BENCH_PARAM)
-    mem = _MemProbe(run.device)
-    net = build_net("diffwave", domain="wave", in_channels=1, cond_channels=N_MELS, size=size, hop=HOP).to(run.device)
-    model = Denoiser(net, param, cond_channels=N_MELS, cond_hop=HOP).to(run.device).eval()
-    mem.module = model
-    model.body_dtype = DTYPES[run.dtype]
-    fps = flops_per_second(net, sample_rate=SAMPLE_RATE, in_channels=1, cond_channels=N_MELS, hop=HOP)
-    n_params = count_parameters(model)
-    frames = _frames(seconds, SAMPLE_RATE, HOP, MelSpectrogram(MEL_PRESET).min_samples)
+    param, mem, net, model, fps, n_params, frames = _setup(run, "diffwave", Denoiser, size, seconds)
     for batch in batch_sizes:
         mel = _hifigan_mel(frames, batch, run.device)
         shape = (batch, 1, frames * HOP)

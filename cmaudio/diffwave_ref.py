@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from cmaudio.errors import CheckpointError
 from cmaudio.nets.diffwave import DiffWave
+from cmaudio.param import batch_sigma
 
 # The reference's params.py (pip diffwave 0.1.7), used where a checkpoint does not say.
 REFERENCE_DEFAULTS: dict[str, Any] = dict(
@@ -283,14 +284,6 @@ class VPDenoiser(nn.Module):
         lo, hi = grid[k], grid[k + 1]
         return k.to(torch.float64) + (ls - lo) / (hi - lo)
 
-    def _sigma(self, sigma: Tensor | float, x: Tensor) -> Tensor:
-        s = torch.as_tensor(sigma, device=x.device)
-        s = s.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
-        if s.ndim == 0:
-            s = s.expand(x.shape[0])
-        if s.shape != (x.shape[0],):
-            raise ValueError(f"sigma must be a scalar or shape ({x.shape[0]},), got {tuple(s.shape)}")
-        return s
 
     def eps(self, x_vp: Tensor, t: Tensor, cond: Optional[Tensor] = None, *, mask: Optional[Tensor] = None) -> Tensor:
         """The reference network's epsilon prediction at (possibly fractional) step t (B,)."""
@@ -309,7 +302,7 @@ class VPDenoiser(nn.Module):
             raise ValueError("the reference DiffWave is conditional: pass its mel as cond")
         if x.dtype not in (torch.float32, torch.float64):
             x = x.float()
-        s = self._sigma(sigma, x)
+        s = batch_sigma(sigma, x)
         t = self.sigma_to_t(s)
         sb = s.reshape(-1, *([1] * (x.ndim - 1)))
         if cond is not None and cond.dtype == torch.float64:

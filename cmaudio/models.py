@@ -27,7 +27,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from cmaudio.param import KarrasParam, append_dims
+from cmaudio.param import KarrasParam, append_dims, batch_sigma
 
 
 class _ParamWrapped(nn.Module):
@@ -51,14 +51,6 @@ class _ParamWrapped(nn.Module):
         self.body_dtype: Optional[torch.dtype] = None  # e.g. torch.bfloat16 for autocast on GPU
 
     # -------------------------------------------------------------- helpers
-    def _sigma(self, sigma: Tensor | float, x: Tensor) -> Tensor:
-        s = torch.as_tensor(sigma, device=x.device)
-        s = s.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
-        if s.ndim == 0:
-            s = s.expand(x.shape[0])
-        if s.shape != (x.shape[0],):
-            raise ValueError(f"sigma must be a scalar or shape ({x.shape[0]},), got {tuple(s.shape)}")
-        return s
 
     def _cond(self, cond: Optional[Tensor], x: Tensor, cond_drop: Optional[Tensor]) -> Optional[Tensor]:
         if cond is None:
@@ -85,7 +77,7 @@ class _ParamWrapped(nn.Module):
     def _combine(self, x, sigma, cond, mask, cond_drop, scalings):
         if x.dtype not in (torch.float32, torch.float64):
             x = x.float()
-        s = self._sigma(sigma, x)
+        s = batch_sigma(sigma, x)
         c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in scalings(s))
         F = self._body(c_in * x, self.param.c_noise(s), self._cond(cond, x, cond_drop), mask)
         out = c_skip * x + c_out * F

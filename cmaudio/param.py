@@ -138,6 +138,17 @@ class KarrasParam:
         return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "sigma_data": self.sigma_data, "rho": self.rho}
 
 
+def batch_sigma(sigma: Tensor | float, x: Tensor) -> Tensor:
+    """sigma as a (B,) tensor on x's device: float64 when x is, else float32; a scalar is broadcast."""
+    s = torch.as_tensor(sigma, device=x.device)
+    s = s.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    if s.ndim == 0:
+        s = s.expand(x.shape[0])
+    if s.shape != (x.shape[0],):
+        raise ValueError(f"sigma must be a scalar or shape ({x.shape[0]},), got {tuple(s.shape)}")
+    return s
+
+
 def append_dims(t: Tensor, ndim: int) -> Tensor:
     """Reshape a (B,) tensor to (B, 1, ..., 1) with `ndim` dimensions for broadcasting."""
     return t.reshape(t.shape + (1,) * (ndim - t.ndim))
