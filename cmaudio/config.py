@@ -92,11 +92,15 @@ class ObjectiveConfig:
     mrstft_fft_sizes: tuple[int, ...] = (512, 1024, 2048)
     mrstft_hop_sizes: tuple[int, ...] = (128, 256, 512)
     mrstft_win_lengths: tuple[int, ...] = (512, 1024, 2048)
-    huber_c: Optional[float] = None  # pseudo-Huber c; None = 0.00054 sqrt(dim) (iCT)
+    # pseudo-Huber c, used as given; None = (sigma_data / 0.5) 0.00054 sqrt(dim): iCT's c (images, sigma_data
+    # 0.5) scaled to the data, dim = the item's valid elements (build.build_objective, distances.PseudoHuber)
+    huber_c: Optional[float] = None
     p_mean: float = -1.1  # lognormal location of sigma (dsm, ict index sampling)
     p_std: float = 2.0  # lognormal scale of sigma
-    index_sampling: str = "uniform"  # uniform | lognormal (how n is drawn for cd/ct/ict)
-    weighting: str = "uniform"  # uniform | ict (lambda = 1/(sigma_{n+1} - sigma_n))
+    # how n is drawn for cd/ct/ict: uniform | lognormal; None = the kind's own (lognormal for ict, else uniform)
+    index_sampling: Optional[str] = None
+    # lambda: uniform (1) | ict (1/(sigma_{n+1} - sigma_n)); None = the kind's own (ict for ict, else uniform)
+    weighting: Optional[str] = None
     num_scales: int = 18  # cd: N, the discretisation of [sigma_min, sigma_max]
     solver: str = "heun"  # cd: teacher ODE step, heun | euler
     target_ema: float = 0.95  # cd: mu, target EMA rate
@@ -106,7 +110,19 @@ class ObjectiveConfig:
     total_steps: Optional[int] = None  # ct/ict: K of the curriculum; None = train.max_steps
     teacher: Optional[str] = None  # cd: teacher run dir, model dir or DiffWave checkpoint
     teacher_format: str = "auto"  # auto | cmaudio | diffwave
-    teacher_ema: Optional[float] = None  # cd: EMA rate of the teacher run to use; None = highest
+    # cd: which inference EMA of a teacher *run* to load (one of its train.ema_rates); None = the lowest rate
+    # (0.999 with the default rates), model.safetensors if the run kept none; unused for model dirs and DiffWave
+    teacher_ema: Optional[float] = None
+
+    @property
+    def index_sampling_for_kind(self) -> str:
+        """index_sampling, or when None the kind's own: lognormal p(n) for ict (iCT sec. 3.5), else uniform."""
+        return self.index_sampling or ("lognormal" if self.kind == "ict" else "uniform")
+
+    @property
+    def weighting_for_kind(self) -> str:
+        """weighting, or when None the kind's own: ict (lambda = 1/(sigma_{n+1} - sigma_n), iCT sec. 3.4) for ict, else uniform."""
+        return self.weighting or ("ict" if self.kind == "ict" else "uniform")
 
 
 @dataclass(frozen=True)
@@ -176,6 +192,8 @@ _CHOICES = {
     ("sampling", "teacher_solver"): ("heun", "euler"),
 }
 
+_PER_KIND = {("objective", "index_sampling"), ("objective", "weighting")}  # None = the objective kind's default
+
 DISTANCES = ("l2", "l1", "pseudo_huber", "mrstft")
 
 
@@ -183,6 +201,8 @@ def validate(cfg: Config) -> None:
     """Check values that types alone cannot (choices, ranges); raise ConfigError naming the key."""
     for (sec, key), choices in _CHOICES.items():
         v = getattr(getattr(cfg, sec), key)
+        if v is None and (sec, key) in _PER_KIND:
+            continue
         if v not in choices:
             raise ConfigError(f"{sec}.{key} = {v!r} is not one of {', '.join(choices)}")
     m, o, t, d = cfg.model, cfg.objective, cfg.train, cfg.data

@@ -121,3 +121,27 @@ def test_mel_command_writes_one_npy_per_input_with_the_preset_frame_rule(tmp_pat
     assert run_cli("mel", str(ins[0]), "-o", str(tmp_path / "x"), "--preset", "hifi") == 2
     assert "hifigan" in capsys.readouterr().err  # the closest valid preset is named
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "objective, expected",
+    [
+        ({"kind": "ict"}, ("lognormal", "ict")),  # iCT's own: lognormal p(n) (sec. 3.5), lambda = 1/dsigma (sec. 3.4)
+        ({"kind": "ct"}, ("uniform", "uniform")),  # CM Alg. 3: n ~ U, lambda = 1
+        ({"kind": "ict", "index_sampling": "uniform"}, ("uniform", "ict")),  # an explicit value wins
+        ({"kind": "ct", "weighting": "ict"}, ("uniform", "ict")),
+    ],
+)
+def test_objective_kind_alone_gets_its_own_defaults(objective, expected):
+    """`objective.kind: ict` with no other keys builds iCT as the paper has it, not the CT/CD defaults."""
+    from cmaudio.build import build_model, build_objective
+
+    cfg = from_dict({"model": {"size": "tiny"}, "objective": objective, "train": {"max_steps": 10}})
+    obj = build_objective(cfg, build_model(cfg, 0.087))
+    assert (obj.index_sampling, obj.weighting) == expected
+    assert (cfg.objective.index_sampling_for_kind, cfg.objective.weighting_for_kind) == expected
+
+
+def test_misspelt_index_sampling_is_still_refused():
+    with pytest.raises(ConfigError, match="objective.index_sampling"):
+        from_dict({"objective": {"kind": "ict", "index_sampling": "log-normal"}})
