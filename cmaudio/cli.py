@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import typer
 
-from cmaudio.errors import CmaudioError, DataError
+from cmaudio.errors import CmaudioError, DataError, os_error_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Consistency models for audio: train, vocode, edit, evaluate.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect corpora.")
@@ -37,6 +37,19 @@ def _device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise DataError("--device cuda requested but no CUDA device is available; use --device cpu")
     return name
+
+
+def _warn(msg: str) -> None:
+    _err(f"warning: {msg}")
+
+
+def _warn_mel(path: Path, mel) -> None:
+    """Warn (do not refuse) about a mel whose values no log-mel convention produces."""
+    from cmaudio.vocoder import implausible_mel
+
+    problem = implausible_mel(mel)
+    if problem:
+        _warn(f"{path}: {problem}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -66,10 +79,15 @@ def export(
     out: Path = typer.Option(..., "-o", "--out", help="model directory to write"),
     ema: Optional[float] = typer.Option(None, "--ema", help="EMA rate to export (default: the smallest of the run)"),
     onnx: bool = typer.Option(False, "--onnx", help="also write model.onnx (needs the onnx extra)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a model directory that already exists"),
 ) -> None:
     """Write a model directory (config.json + model.safetensors) from a training run."""
+    from cmaudio.checkpoint import CONFIG_FILE, MODEL_FILE
     from cmaudio.export import export_run
+    from cmaudio.io import check_out_dir, check_outputs
 
+    check_out_dir(out)
+    check_outputs([out / n for n in (CONFIG_FILE, MODEL_FILE, *(["model.onnx"] if onnx else []))], overwrite=overwrite)
     export_run(run_dir, out, ema=ema, onnx=onnx)
     typer.echo(f"wrote {out}")
 
@@ -117,19 +135,22 @@ def mel(
     inputs: List[Path] = typer.Argument(..., help="audio files or directories"),
     out: Path = typer.Option(..., "-o", "--out", help="output directory for <name>.npy"),
     preset: str = typer.Option("hifigan", "--preset", help="mel convention (cmaudio.features.PRESETS)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace output files that already exist"),
 ) -> None:
     """Compute log-mels: one float32 .npy (n_mels, frames) per input, resampled to the preset's rate."""
     import torch
 
     from cmaudio.data import load_audio
     from cmaudio.features import MelSpectrogram
-    from cmaudio.io import save_npy_atomic
+    from cmaudio.io import check_out_dir, check_outputs, save_npy_atomic
 
     fe = MelSpectrogram(preset)
+    check_out_dir(out)
     files = _audio_inputs(inputs, (".wav", ".flac", ".ogg"))
+    check_outputs([out / f"{f.stem}.npy" for f in files], inputs=files, overwrite=overwrite)
     mels = []
     for f in files:  # read everything first: a bad input writes nothing
-        a = torch.from_numpy(load_audio(f, fe.sample_rate))
+        a = torch.from_numpy(load_audio(f, fe.sample_rate, clip=fe.preset.clip_audio, warn=_warn))
         mels.append(fe(a)[0].numpy())
     for f, m in zip(files, mels):
         save_npy_atomic(out / f"{f.stem}.npy", m.astype("float32"))
@@ -152,12 +173,13 @@ def vocode(
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
     batch_size: int = typer.Option(8, "--batch-size", help="mels of equal length generated together"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace output files that already exist"),
 ) -> None:
     """Turn mel-spectrograms (.npy) or recordings (.wav, copy-synthesis) into wavs."""
     import torch
 
     from cmaudio.data import load_audio
-    from cmaudio.io import load_npy, write_wav_atomic
+    from cmaudio.io import check_out_dir, check_outputs, load_npy, write_wav_atomic
     from cmaudio.train import Progress
     from cmaudio.vocoder import Vocoder
 
@@ -169,35 +191,40 @@ def vocode(
         from cmaudio.features import get_preset
 
         get_preset(preset)
-    voc = Vocoder.from_pretrained(model, device=_device(device))
+    dev = _device(device)
+    if out is not None:
+        check_out_dir(out)
     files: list[Path] = []
     for p in inputs:  # a directory gives its .npy mels only: without -o the wavs written land beside them
         files += _audio_inputs([p], (".npy",) if p.is_dir() else (".npy", ".wav"))
-    jobs = []  # (source, destination, mel (1, n_mels, F))
-    for f in files:  # validate and load everything before writing anything
+    plan = []  # (source, destinations, loaded .npy array or None): every output is known before any compute
+    for f in files:
         if f.suffix.lower() == ".wav":
-            try:
-                mel_t = voc.mel(torch.from_numpy(load_audio(f, voc.sample_rate))).cpu()
-            except DataError as e:
-                raise DataError(str(e) if str(f) in str(e) else f"{f}: {e}") from None
-            dest = (out / f"{f.stem}.wav") if out else f.with_name(f"{f.stem}_vocoded.wav")
+            arr, dest = None, (out / f"{f.stem}.wav") if out else f.with_name(f"{f.stem}_vocoded.wav")
         elif f.suffix.lower() == ".npy":
-            try:
-                mel_t = voc.prepare_mel(load_npy(f), preset=preset, layout=layout)
-            except DataError as e:
-                raise DataError(f"{f}: {e}") from None
-            dest = (out / f"{f.stem}.wav") if out else f.with_suffix(".wav")
+            arr, dest = load_npy(f), (out / f"{f.stem}.wav") if out else f.with_suffix(".wav")
         else:
             raise DataError(f"{f}: unsupported input (give .npy mels or .wav recordings)")
-        for b in range(mel_t.shape[0]):
-            d = dest if mel_t.shape[0] == 1 else dest.with_name(f"{dest.stem}_{b}.wav")
+        n = arr.shape[0] if arr is not None and arr.ndim == 3 else 1
+        plan.append((f, [dest] if n == 1 else [dest.with_name(f"{dest.stem}_{b}.wav") for b in range(n)], arr))
+    check_outputs([d for _, ds, _ in plan for d in ds], inputs=files, overwrite=overwrite)
+    voc = Vocoder.from_pretrained(model, device=dev)
+    jobs = []  # (source, destination, mel (1, n_mels, F))
+    for f, ds, arr in plan:  # validate and load everything before writing anything
+        if arr is None:
+            try:
+                audio = load_audio(f, voc.sample_rate, clip=voc.features.preset.clip_audio, warn=_warn)
+                mel_t = voc.mel(torch.from_numpy(audio)).cpu()
+            except DataError as e:
+                raise DataError(str(e) if str(f) in str(e) else f"{f}: {e}") from None
+        else:
+            try:
+                mel_t = voc.prepare_mel(arr, preset=preset, layout=layout)
+            except DataError as e:
+                raise DataError(f"{f}: {e}") from None
+        _warn_mel(f, mel_t)
+        for b, d in enumerate(ds):
             jobs.append((f, d, mel_t[b : b + 1]))
-    dests = [j[1] for j in jobs]
-    if len(set(dests)) != len(dests):
-        raise DataError("two inputs would write the same output file; use distinct names or -o")
-    clash = {d.resolve() for d in dests} & {f.resolve() for f in files}
-    if clash:
-        raise DataError(f"the output {sorted(clash)[0]} would overwrite an input; pass -o OUT_DIR")
     groups: dict[int, list] = {}
     for j in jobs:
         groups.setdefault(j[2].shape[-1], []).append(j)
@@ -225,13 +252,19 @@ def mel_decode(
     steps: int = typer.Option(1, "--steps"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace output files that already exist"),
 ) -> None:
     """Decode frame-level TTS features to log-mels with a mel decoder; then `cmaudio vocode` them."""
+    from cmaudio.io import check_out_dir, check_outputs
     from cmaudio.mel import decode_files
 
     if steps < 1:
         raise DataError("--steps must be >= 1")
-    paths = decode_files(model, _audio_inputs(inputs, (".npy", ".wav")), out, steps=steps, seed=seed, device=_device(device))
+    dev = _device(device)
+    check_out_dir(out)
+    files = _audio_inputs(inputs, (".npy", ".wav"))
+    check_outputs([out / f"{f.stem}.npy" for f in files], inputs=files, overwrite=overwrite)
+    paths = decode_files(model, files, out, steps=steps, seed=seed, device=dev)
     typer.echo(f"wrote {len(paths)} mel file(s) to {out}")
 
 
@@ -256,17 +289,19 @@ def edit_inpaint(
     out: Path = typer.Option(..., "-o", "--out", help="output .wav"),
     unconditional: bool = typer.Option(False, "--unconditional", help="ignore the mel (needs a model trained with cond_dropout)"),
     seed: int = typer.Option(0, "--seed"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the output file if it exists"),
 ) -> None:
     """Fill a gap in a recording; everything outside the gap is kept."""
     import torch
 
     from cmaudio.data import load_audio
-    from cmaudio.io import write_wav_atomic
+    from cmaudio.io import check_outputs, write_wav_atomic
     from cmaudio.vocoder import Vocoder
 
     start, end = _gap(gap)
+    check_outputs([out], inputs=[inp], overwrite=overwrite)
     voc = Vocoder.from_pretrained(model)
-    audio = torch.from_numpy(load_audio(inp, voc.sample_rate))
+    audio = torch.from_numpy(load_audio(inp, voc.sample_rate, warn=_warn))
     res = voc.inpaint(audio, start, end, steps=steps, use_mel=not unconditional, generator=torch.Generator().manual_seed(seed))
     write_wav_atomic(out, res.cpu().numpy(), voc.sample_rate)
     typer.echo(f"wrote {out}")
@@ -280,17 +315,19 @@ def edit_bwe(
     out: Path = typer.Option(..., "-o", "--out"),
     use_mel: bool = typer.Option(True, "--use-mel/--unconditional", help="condition on the input's own mel"),
     seed: int = typer.Option(0, "--seed"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the output file if it exists"),
 ) -> None:
     """Extend a band-limited recording to the model's rate, keeping its known band."""
     import torch
 
     from cmaudio.data import audio_info, load_audio
-    from cmaudio.io import write_wav_atomic
+    from cmaudio.io import check_outputs, write_wav_atomic
     from cmaudio.vocoder import Vocoder
 
+    check_outputs([out], inputs=[inp], overwrite=overwrite)
     voc = Vocoder.from_pretrained(model)
     src_rate, _ = audio_info(inp)
-    audio = torch.from_numpy(load_audio(inp, voc.sample_rate))
+    audio = torch.from_numpy(load_audio(inp, voc.sample_rate, warn=_warn))
     res = voc.extend_bandwidth(audio, src_rate, steps=steps, use_mel=use_mel, generator=torch.Generator().manual_seed(seed))
     write_wav_atomic(out, res.cpu().numpy(), voc.sample_rate)
     typer.echo(f"wrote {out} ({src_rate} Hz -> {voc.sample_rate} Hz)")
@@ -393,6 +430,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     except KeyboardInterrupt:
         _err("interrupted")
         sys.exit(130)
+    except OSError as e:  # the file system said no (permissions, a file where a directory goes, disk full)
+        if debug:
+            raise
+        _err(f"error: {os_error_line(e)}")
+        sys.exit(2)
     except Exception as e:  # noqa: BLE001 - a bug: one line, traceback only on request
         if debug:
             raise

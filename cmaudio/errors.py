@@ -27,3 +27,11 @@ class DataError(CmaudioError):
 
 class CheckpointError(CmaudioError):
     """A checkpoint or model directory is missing, incomplete, tampered with or incompatible."""
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an OSError: 'PATH: reason' (both paths for a rename), without errno noise."""
+    reason = e.strerror or str(e) or type(e).__name__
+    names = [str(n) for n in (e.filename, getattr(e, "filename2", None)) if n is not None]
+    line = f"{' -> '.join(names)}: {reason}" if names else reason
+    return " ".join(line.split())

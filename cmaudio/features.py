@@ -171,6 +171,7 @@ class MelPreset:
     max_norm: float = 1.0  # post_norm: top of the range
     clip_norm: bool = True  # post_norm: clip into [0, max_norm] / [-max_norm, max_norm]
     window: str = "hann"  # periodic Hann (torch.hann_window, scipy get_window("hann", fftbins=True))
+    clip_audio: bool = False  # the stack clamps loaded audio to [-1, 1] before analysis (DiffWave preprocess)
 
     def __post_init__(self) -> None:
         def bad(what: str) -> ConfigError:
@@ -332,6 +333,7 @@ PRESETS: Mapping[str, MelPreset] = types.MappingProxyType(
             min_level_db=-100.0,
             max_norm=1.0,
             clip_norm=True,
+            clip_audio=True,  # preprocess.transform: audio = torch.clamp(audio[0], -1.0, 1.0)
         ),
         # gemelo-ai/vocos feature_extractors.MelSpectrogramFeatures(padding="center"), config of
         # charactr/vocos-mel-24khz: torchaudio MelSpectrogram(power=1) then safe_log = ln(clip(x, 1e-7)).

@@ -117,3 +117,53 @@ def load_npy(path: str | Path) -> np.ndarray:
     if arr.dtype.kind not in "fiu":
         raise DataError(f"{path}: dtype {arr.dtype} is not numeric; save float32 mel arrays")
     return arr
+
+
+# ----------------------------------------------------------------------------------------------
+# Output checks: refuse before any work is done
+# ----------------------------------------------------------------------------------------------
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_out_dir(path: str | Path, what: str = "-o") -> None:
+    """Refuse (DataError) an output directory that is a file, lies below a file, or cannot be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{what} {path} is an existing file, not a directory; give a directory")
+    base = _nearest_existing(path.absolute())
+    if not base.is_dir():
+        raise DataError(f"{what} {path}: {base} is a file, so no directory can be made below it")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise DataError(f"{what} {path}: {base} is not writable (permission denied)")
+
+
+def check_outputs(dests, *, inputs=(), overwrite: bool = False, flag: str = "--overwrite") -> None:
+    """Refuse (DataError) a set of output files before anything is computed.
+
+    Two outputs with the same path, an output that is one of `inputs`, an output that is a
+    directory, a parent that is a file or not writable, and an existing file unless `overwrite`
+    are all refused with one line naming the path.
+    """
+    dests = [Path(d) for d in dests]
+    seen: dict[Path, Path] = {}
+    for d in dests:
+        r = d.resolve()
+        if r in seen:
+            raise DataError(f"two inputs would write the same output file {d}; use distinct names or -o")
+        seen[r] = d
+    ins = {Path(f).resolve() for f in inputs}
+    for r, d in seen.items():
+        if r in ins:
+            raise DataError(f"the output {d} would overwrite an input; pass -o OUT")
+        if d.is_dir():
+            raise DataError(f"the output {d} is an existing directory")
+        if d.exists() and not overwrite:
+            raise DataError(f"{d} already exists; pass {flag} to replace it (or choose another -o)")
+    for parent in sorted({d.parent for d in dests}):
+        check_out_dir(parent, what="output directory")

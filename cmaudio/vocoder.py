@@ -73,6 +73,24 @@ class Chunked:
         return out / weight.clamp_min(1e-12)
 
 
+MEL_PLAUSIBLE_ABS = 1e3  # no log-mel convention (ln, log10, dB, normalised) reaches this magnitude
+
+
+def implausible_mel(mel) -> Optional[str]:
+    """A short warning when a mel's values are far outside every log-mel convention, else None.
+
+    Such values (e.g. 1e30, or a linear-magnitude spectrogram) still vocode, to noise or silence.
+    """
+    a = mel.detach().abs() if isinstance(mel, Tensor) else torch.from_numpy(np.abs(np.asarray(mel, dtype=np.float64)))
+    if a.numel() == 0:
+        return None
+    peak = float(a.max())
+    if not math.isfinite(peak) or peak <= MEL_PLAUSIBLE_ABS:
+        return None
+    return (f"mel values reach {peak:.3g}, far outside any log-mel's range (|x| <= {MEL_PLAUSIBLE_ABS:g}); is it a "
+            "linear or unnormalised spectrogram? the audio will be meaningless")
+
+
 class GeneratorDefaults:
     """Shared by Vocoder and MelDecoder: rate/hop from the owned features, device, sigma defaults.
 
@@ -186,6 +204,8 @@ class Vocoder(GeneratorDefaults, nn.Module):
     def mel(self, audio: Tensor | np.ndarray) -> Tensor:
         """Log-mel of audio (T,) or (B, T) at `sample_rate`, in this model's preset -> (B, n_mels, frames)."""
         a = torch.as_tensor(np.asarray(audio) if not isinstance(audio, Tensor) else audio, dtype=torch.float32)
+        if self.features.preset.clip_audio:  # the stack clamps its input (DiffWave); the others see it as is
+            a = a.clamp(-1.0, 1.0)
         return self.features.to(self.device)(a.to(self.device))
 
     def prepare_mel(self, mel: Tensor | np.ndarray, *, preset: Optional[str] = None, layout: str = "auto") -> Tensor:

@@ -160,8 +160,10 @@ def test_vocode_directory_batch_and_rerun(tmp_path, model_dir, capsys):
     assert code == 0, err
     assert tree(d) == ["batch.npy", "batch_0.wav", "batch_1.wav", "sub", "sub/y.npy", "sub/y.wav", "x.npy", "x.wav"]
     first = {p: (d / p).read_bytes() for p in tree(d) if p.endswith(".wav")}
-    # a second run over the same directory vocodes the mels again (the wavs written are not inputs)
-    code, stdout, err = cli(capsys, "vocode", d, "-m", model_dir, "--batch-size", "8")
+    # a second run refuses to replace the wavs; with --overwrite it vocodes the mels again (wavs are not inputs)
+    code, _, err = cli(capsys, "vocode", d, "-m", model_dir, "--batch-size", "8")
+    assert_one_line_error(code, err, "already exists", "--overwrite")
+    code, stdout, err = cli(capsys, "vocode", d, "-m", model_dir, "--batch-size", "8", "--overwrite")
     assert code == 0, err
     assert "wrote 4 wav file(s)" in stdout
     assert tree(d) == ["batch.npy", "batch_0.wav", "batch_1.wav", "sub", "sub/y.npy", "sub/y.wav", "x.npy", "x.wav"]
