@@ -52,7 +52,7 @@ def ode_sample(
     x starts at sigmas[0] * z (or `x_init`, already at sigmas[0]). With to_zero=True a final
     step to sigma = 0 is appended (Euler, as EDM's last step). dtype=float64 runs the ODE in
     double precision (the network body still runs in float32).
-    NFE: 2 per Heun step (1 for the last step to 0), 1 per Euler step.
+    NFE: 2 per Heun step (1 for the last step to 0), 1 per Euler step; `ode_nfe` counts it.
     """
     device = device if device is not None else (cond.device if cond is not None else "cpu")
     step = get_solver(solver)
@@ -60,12 +60,35 @@ def ode_sample(
         x = randn(shape, generator, device, dtype) * sigmas[0]
     else:
         x = x_init.to(device=device, dtype=dtype)
-    levels = list(sigmas) + ([0.0] if to_zero and sigmas[-1] > 0 else [])
+    levels = ode_levels(sigmas, to_zero)
     for s, s_next in zip(levels[:-1], levels[1:]):
         x = step(denoiser, x, s, s_next, cond, mask=mask)
         if mask is not None:
             x = x * mask
     return x
+
+
+def ode_levels(sigmas: Sequence[float], to_zero: bool = True) -> list[float]:
+    """The noise levels `ode_sample` visits: `sigmas`, then 0 when to_zero and sigmas[-1] > 0."""
+    return list(sigmas) + ([0.0] if to_zero and sigmas[-1] > 0 else [])
+
+
+def ode_nfe(sigmas: Sequence[float], *, solver: str = "heun", to_zero: bool = True) -> int:
+    """Network evaluations of `ode_sample(sigmas=sigmas, solver=solver, to_zero=to_zero)`, counted.
+
+    Runs the sampler itself on a (1, 1, 1) input with a counting identity denoiser, so the figure
+    follows the solver's code rather than a formula: for `teacher_sigmas(param, k)` (k + 1 levels)
+    with Heun and to_zero it is 2k + 1 (k Heun steps of 2 calls, then EDM's Euler step to 0).
+    """
+    calls = 0
+
+    def counting(x: Tensor, sigma: Tensor, cond: Optional[Tensor] = None, **kw) -> Tensor:
+        nonlocal calls
+        calls += 1
+        return x
+
+    ode_sample(counting, (1, 1, 1), sigmas=sigmas, solver=solver, device="cpu", to_zero=to_zero)
+    return calls
 
 
 def teacher_sigmas(param: KarrasParam, steps: int) -> list[float]:

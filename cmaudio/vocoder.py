@@ -30,7 +30,7 @@ from cmaudio.build import build_model, make_param
 from cmaudio.config import Config, from_dict
 from cmaudio.errors import CheckpointError, DataError
 from cmaudio.features import MelSpectrogram, can_convert, convert, get_preset
-from cmaudio.sampling import bandwidth_extension, consistency_sample, inpaint, ode_sample, teacher_sigmas
+from cmaudio.sampling import bandwidth_extension, consistency_sample, inpaint, ode_nfe, ode_sample, teacher_sigmas
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "default"
 
@@ -155,8 +155,11 @@ class Vocoder(GeneratorDefaults, nn.Module):
         return self.features.preset.name
 
     def nfe(self, steps: int) -> int:
-        """Network evaluations of decode(steps): steps for a consistency model, 2 steps - 1 for the Heun teacher."""
-        return steps if self.kind == "consistency" else 2 * steps - 1
+        """Network evaluations of decode(steps), from the samplers: len(sigmas) for a consistency model
+        (CM Alg. 1), `sampling.ode_nfe` (counted: 2 steps + 1 with Heun and the final step to 0) for a teacher."""
+        if self.kind == "consistency":
+            return len(self.sigmas_for(steps))
+        return ode_nfe(teacher_sigmas(self.model.param, steps))
 
     # ------------------------------------------------------------------ loading
     @classmethod

@@ -234,9 +234,25 @@ def test_copy_synthesis_and_mel(voc):
     assert two.shape == (2, m.shape[-1] * 256)
 
 
-def test_nfe(voc):
-    assert [voc.nfe(s) for s in (1, 2, 4)] == [1, 2, 4]
-    assert tiny_vocoder("denoiser").nfe(3) == 5
+def count_net_calls(v: Vocoder, steps: int) -> int:
+    """Network evaluations of one decode, counted with a forward hook on the network body."""
+    calls = []
+    handle = v.model.net.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        v.decode(rand_mel(1, 4), steps=steps, generator=gen())
+    finally:
+        handle.remove()
+    return len(calls)
+
+
+def test_nfe_is_the_number_of_network_calls(voc):
+    """nfe(steps) equals the calls decode makes: k for CM Alg. 1; 2k + 1 for the Heun teacher
+    (k Heun steps over the k + 1 teacher sigmas, then EDM's Euler step to 0)."""
+    assert [voc.nfe(s) for s in (1, 2, 4)] == [count_net_calls(voc, s) for s in (1, 2, 4)] == [1, 2, 4]
+    teacher = tiny_vocoder("denoiser")
+    counted = [count_net_calls(teacher, s) for s in (1, 2, 3, 6)]
+    assert counted == [3, 5, 7, 13]
+    assert [teacher.nfe(s) for s in (1, 2, 3, 6)] == counted
 
 
 # ----------------------------------------------------------------------------------------------
