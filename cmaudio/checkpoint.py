@@ -12,7 +12,9 @@ Training checkpoints live in ``RUN_DIR/checkpoints/step_XXXXXXXX/``:
 A checkpoint is written into a temporary directory, each file fsynced, meta.json last, and the
 directory renamed into place; the run directory is fsynced. A checkpoint is *valid* when its
 meta.json parses and every file's sha256 matches: a copy cut short mid-write, or tampered with,
-is detected and `latest_valid` falls back to the previous one. The last K are kept.
+is detected and `latest_valid` falls back to the previous one (`latest_resumable` also when
+state.pt cannot be loaded). The last K intact ones are kept; broken ones never count, and
+temporaries a killed run left are removed at the next save.
 
 Model directories (what users load) hold ``config.json`` (kind, config, sigma_data, mel preset,
 default sigmas, sha256 of the weights) and ``model.safetensors``. Loading never unpickles.
@@ -135,8 +137,9 @@ def save_checkpoint(
     state: dict[str, Any],
     meta: dict[str, Any],
     keep_last: int = 3,
+    warn=None,
 ) -> Path:
-    """Write checkpoint `step` atomically under run_dir/checkpoints and prune to the last `keep_last`."""
+    """Write checkpoint `step` atomically under run_dir/checkpoints and prune to the last `keep_last` intact ones."""
     root = Path(run_dir) / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_dir_name(step)
@@ -165,14 +168,71 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    prune(root, keep_last)
+    prune(root, keep_last, warn=warn)
     return final
 
 
-def prune(root: Path, keep_last: int) -> None:
-    steps = sorted(p for p in root.glob("step_*") if p.is_dir())
-    for old in steps[: max(len(steps) - keep_last, 0)]:
+_REPORTED_BROKEN: set[str] = set()
+
+
+def clean_temporaries(root: Path) -> list[Path]:
+    """Remove the ``.step_N.tmp`` directories a killed run left behind (never a complete checkpoint)."""
+    removed = []
+    for p in sorted(Path(root).glob(".step_*.tmp")):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def prune(root: Path, keep_last: int, warn=None) -> list[Path]:
+    """Keep the newest `keep_last` *intact* checkpoints; delete older intact ones; returns what was deleted.
+
+    Broken checkpoints (cut short, tampered with) are never counted, so they can never push a
+    fresh, valid one out; they are left for the user to inspect and reported once through
+    `warn`. The newest intact checkpoint is never deleted. Left-over temporaries are removed.
+    """
+    root = Path(root)
+    clean_temporaries(root)
+    intact = []
+    for p in sorted(q for q in root.glob("step_*") if q.is_dir()):
+        problem = checkpoint_problem(p)
+        if problem is None:
+            intact.append(p)
+        elif warn is not None and str(p) not in _REPORTED_BROKEN:
+            _REPORTED_BROKEN.add(str(p))
+            warn(f"checkpoint {p.name} is broken ({problem}); not counted towards keep_last and left in place")
+    doomed = intact[: max(len(intact) - max(keep_last, 1), 0)]
+    for old in doomed:
         shutil.rmtree(old, ignore_errors=True)
+    return doomed
+
+
+def check_writable(run_dir: Path) -> None:
+    """Make sure a run can write its directory and checkpoints/ (and tb/, samples/ if present).
+
+    Called before training starts, so a read-only directory is a one-line CheckpointError now
+    rather than an OS error after the steps were trained. Probes by creating a file (permission
+    bits alone lie for root and on some mounts).
+    """
+    import tempfile
+
+    run_dir = Path(run_dir)
+    for d in (run_dir, *(run_dir / n for n in (CKPT_DIR, "tb", "samples"))):
+        if d != run_dir and not d.exists():
+            continue
+        try:
+            if d == run_dir:
+                if d.exists() and not d.is_dir():
+                    raise CheckpointError(f"run directory {d} is a file, not a directory; choose another --run-dir")
+                d.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=d, prefix=".write_probe."):
+                pass
+        except CheckpointError:
+            raise
+        except OSError as e:
+            raise CheckpointError(f"cannot write to {d} ({e.strerror or e}); training would lose its checkpoints — "
+                                  "fix the permissions or choose another --run-dir") from None
 
 
 def checkpoint_problem(ckpt: Path) -> Optional[str]:
@@ -214,12 +274,37 @@ def read_meta(ckpt: Path) -> dict[str, Any]:
     return json.loads((Path(ckpt) / "meta.json").read_text())
 
 
+STATE_KEYS = ("optimizer", "scheduler", "rng", "step", "skipped")
+
+
 def load_training_state(ckpt: Path) -> dict[str, Any]:
     """The optimizer/scheduler/RNG state of a checkpoint (weights_only: never executes code)."""
     try:
-        return torch.load(Path(ckpt) / "state.pt", map_location="cpu", weights_only=True)
+        state = torch.load(Path(ckpt) / "state.pt", map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure means an unusable file
         raise CheckpointError(f"{ckpt}/state.pt cannot be read safely ({type(e).__name__}); the checkpoint is broken") from None
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{ckpt}/state.pt lacks {', '.join(missing)}; the checkpoint is broken")
+    return state
+
+
+def latest_resumable(run_dir: Path, warn=None) -> tuple[Optional[Path], Optional[dict[str, Any]]]:
+    """(checkpoint, training state) of the newest checkpoint that is intact *and* whose state.pt loads.
+
+    A checkpoint whose files match their checksums but whose state.pt cannot be read safely is
+    skipped (reported through `warn`) like a cut-short one; (None, None) when none is usable.
+    """
+    for c in reversed(list_checkpoints(run_dir)):
+        problem = checkpoint_problem(c)
+        if problem is None:
+            try:
+                return c, load_training_state(c)
+            except CheckpointError as e:
+                problem = str(e).replace(f"{c}/", "")
+        if warn is not None:
+            warn(f"skipping checkpoint {c.name}: {problem}")
+    return None, None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -329,13 +329,15 @@ def train(
             f"train.batch_size ({t.batch_size}) must be divisible by processes x grad_accum ({dinfo.world} x {t.grad_accum})"
         )
 
-    start_ckpt = None
+    start_ckpt, start_state = None, None
     if resume:
-        start_ckpt = ckpt.latest_valid(run_dir, warn=say_main)
+        start_ckpt, start_state = ckpt.latest_resumable(run_dir, warn=say_main)
         if start_ckpt is None:
             say_main(f"no valid checkpoint in {run_dir}; starting from scratch")
     elif dinfo.main and ckpt.list_checkpoints(run_dir):
         raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume to continue or choose another --run-dir")
+    if dinfo.main:  # before any data or step: a read-only run dir is refused now, not after training
+        ckpt.check_writable(run_dir)
 
     torch.manual_seed(t.seed + dinfo.rank)
     domain = make_domain(cfg, seed=t.seed, log=say_main)
@@ -387,7 +389,7 @@ def train(
             ckpt.load_state_into(m, src, f"{start_ckpt}/{f.name}")
         tgt = start_ckpt / "target.safetensors"
         objective.load_target_state(ckpt.load_weights(tgt, device) if tgt.is_file() else {})
-        state = ckpt.load_training_state(start_ckpt)
+        state = start_state
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"], device)
@@ -420,7 +422,7 @@ def train(
         return ckpt.save_checkpoint(run_dir, at_step, model=model.state_dict(),
                                     emas={r: m.state_dict() for r, m in emas.items()},
                                     target=objective.target_state(), state=state, meta=base_meta,
-                                    keep_last=t.keep_last)
+                                    keep_last=t.keep_last, warn=say_main)
 
     stop = {"signal": None}
 
