@@ -237,6 +237,7 @@ def test_data_helpers_are_right():
     assert abs(wasserstein1(x, -x) - 0.8) < 0.02
 
 
+@pytest.mark.slow
 def test_one_step_mode_weights(trained):
     """Issue: one-step samples get the mode weights within 0.05 (CT and iCT).
 
@@ -246,6 +247,7 @@ def test_one_step_mode_weights(trained):
     assert abs(s["w_neg"] - W_NEG) <= 0.05, trained
 
 
+@pytest.mark.slow
 def test_one_step_modes_sit_at_plus_minus_one(trained):
     """Not in the issue's list, but what makes the weight check mean "two modes were learned".
 
@@ -259,6 +261,7 @@ def test_one_step_modes_sit_at_plus_minus_one(trained):
     assert abs(s["median_pos"] - MODE) <= 0.15, trained
 
 
+@pytest.mark.slow
 def test_two_step_at_least_as_close_in_w1(trained):
     """Issue: two-step samples are at least as close to the data as one-step ones in W1."""
     assert trained["w1_two"] <= trained["w1_one"], trained
@@ -276,6 +279,7 @@ def test_two_step_at_least_as_close_in_w1(trained):
         "(iCT's c = 0.00054 at d = 1) is sharp but puts 0.12 of the mass in the 0.3 mode."
     ),
 )
+@pytest.mark.slow
 def test_one_step_mode_stds(trained):
     """Issue: each mode's std within 25% (expected to fail, see the xfail reason and module doc)."""
     s = trained["one"]

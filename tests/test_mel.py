@@ -341,6 +341,7 @@ def mini_model(tmp_path_factory):
     return tmp
 
 
+@pytest.mark.slow
 def test_mini_recipe_learns_to_beat_its_conditioning(mini_model):
     """The issue's check: one-step mel closer to the truth than the cond (log-mel L1, held-out clips)."""
     dec = MelDecoder.from_pretrained(mini_model / "model")
@@ -358,6 +359,7 @@ def test_mini_recipe_learns_to_beat_its_conditioning(mini_model):
     assert all(d < c for d, c in zip(l1_dec, l1_cond)), (l1_dec, l1_cond)
 
 
+@pytest.mark.slow
 def test_mini_model_directory_and_vocoder_handoff(mini_model, tmp_path):
     from cmaudio.build import build_model
     from cmaudio.config import from_dict

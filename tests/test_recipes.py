@@ -75,6 +75,7 @@ def test_dry_run_prints_every_stage(script):
     assert all(" export " in c for c in one.stdout.splitlines() if c.strip())
 
 
+@pytest.mark.slow
 def test_ci_sized_mini_run_end_to_end(tmp_path):
     """egs/mini/run.sh with 2 steps per model and tiny nets: every stage through the public CLI."""
     env = dict(os.environ, MINI_STEPS="2", MINI_EVAL_SECONDS="1.5", CUDA_VISIBLE_DEVICES="",

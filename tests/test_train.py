@@ -156,6 +156,7 @@ def test_nonfinite_steps_are_skipped_then_stop_with_a_checkpoint(tmp_path, monke
     assert ckpt.load_training_state(c)["skipped"] == 3
 
 
+@pytest.mark.slow
 def test_overfit_fixed_batch_loss_halves():
     """The loop's ingredients fit a fixed batch: the DSM loss on it falls by at least half."""
     from cmaudio.build import build_model, build_objective
@@ -186,6 +187,7 @@ def test_overfit_fixed_batch_loss_halves():
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
+@pytest.mark.slow
 def test_two_process_gloo_matches_one_process(tmp_path):
     """torchrun with 2 CPU processes = 1 process with the same global batch (1e-5)."""
     sets = sum((["--set", s] for s in [*TINY, "train.max_steps=3", "train.ckpt_every=3", "train.batch_size=4",
@@ -205,6 +207,7 @@ def test_two_process_gloo_matches_one_process(tmp_path):
     assert a["net.out_conv.weight"].abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_sigterm_writes_a_checkpoint_and_exits(tmp_path):
     """SIGTERM mid-run: the step finishes, a checkpoint is written, exit 2 with a one-line message."""
     import signal
