@@ -329,6 +329,8 @@ def train(
             f"train.batch_size ({t.batch_size}) must be divisible by processes x grad_accum ({dinfo.world} x {t.grad_accum})"
         )
 
+    if dinfo.main:  # before any data or step: a read-only run dir is refused now, not after training
+        ckpt.check_writable(run_dir)
     start_ckpt, start_state = None, None
     if resume:
         start_ckpt, start_state = ckpt.latest_resumable(run_dir, warn=say_main)
@@ -336,8 +338,6 @@ def train(
             say_main(f"no valid checkpoint in {run_dir}; starting from scratch")
     elif dinfo.main and ckpt.list_checkpoints(run_dir):
         raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume to continue or choose another --run-dir")
-    if dinfo.main:  # before any data or step: a read-only run dir is refused now, not after training
-        ckpt.check_writable(run_dir)
 
     torch.manual_seed(t.seed + dinfo.rank)
     domain = make_domain(cfg, seed=t.seed, log=say_main)
