@@ -145,3 +145,144 @@ def test_export_and_mel_decode_refuse_existing_outputs(tmp_path, capsys, monkeyp
     code, _, err = cli(capsys, "mel-decode", tmp_path / "f.npy", "-m", tmp_path, "-o", mels)
     assert_one_line_error(code, err, "f.npy", "already exists")
     assert (mels / "f.npy").read_bytes() == b"precious"
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. pruning never deletes fresh valid checkpoints; 6. temporaries cleaned
+# ----------------------------------------------------------------------------------------------
+
+
+def _save(run: Path, step: int, keep_last: int, warn=None) -> Path:
+    w = {"w": torch.full((3,), float(step))}
+    state = {"optimizer": {}, "scheduler": {}, "rng": {}, "step": step, "skipped": 0}
+    return ckpt.save_checkpoint(run, step, model=w, emas={}, target={}, state=state, meta={"sigma_data": 0.1},
+                                keep_last=keep_last, warn=warn)
+
+
+def _break_meta(c: Path) -> None:
+    (c / "meta.json").write_text("{not json")
+
+
+def test_prune_counts_only_intact_checkpoints(tmp_path):
+    for s in (4, 5, 6):
+        _save(tmp_path, s, keep_last=3)
+    for c in ckpt.list_checkpoints(tmp_path):
+        _break_meta(c)  # every old checkpoint unreadable: a resume starts from scratch
+    said: list[str] = []
+    _save(tmp_path, 1, keep_last=2, warn=said.append)
+    _save(tmp_path, 2, keep_last=2, warn=said.append)
+    names = [c.name for c in ckpt.list_checkpoints(tmp_path)]
+    assert names == ["step_00000001", "step_00000002", "step_00000004", "step_00000005", "step_00000006"]
+    assert ckpt.checkpoint_problem(tmp_path / "checkpoints" / "step_00000001") is None
+    # each broken one is reported, once, by name
+    assert sorted(m.split()[1] for m in said) == ["step_00000004", "step_00000005", "step_00000006"]
+    assert all("broken" in m and "keep_last" in m for m in said)
+    _save(tmp_path, 3, keep_last=2, warn=said.append)
+    assert [c.name for c in ckpt.list_checkpoints(tmp_path)][:2] == ["step_00000002", "step_00000003"]
+    assert len(said) == 3
+    # keep_last=1 keeps the newest intact checkpoint even when broken ones are newer
+    _save(tmp_path, 3, keep_last=1)
+    intact = [c.name for c in ckpt.list_checkpoints(tmp_path) if ckpt.checkpoint_problem(c) is None]
+    assert intact == ["step_00000003"]
+
+
+def test_temporaries_left_by_a_kill_are_removed(tmp_path):
+    left = tmp_path / "checkpoints" / ".step_00000009.tmp"
+    left.mkdir(parents=True)
+    (left / "model.safetensors").write_bytes(b"half")
+    _save(tmp_path, 1, keep_last=3)
+    assert tree(tmp_path / "checkpoints") == [p for p in tree(tmp_path / "checkpoints") if not p.startswith(".")]
+    assert not left.exists()
+
+
+TINY = [f"data.root={REPO / 'egs/mini/data/ljspeech_mini'}", "model.size=tiny", "data.segment_length=2048",
+        "train.batch_size=2", "train.val_every=1000", "train.log_every=1", "train.warmup_steps=2",
+        "model.sigma_data=0.087", "objective.total_steps=8"]
+
+
+def _cfg(*extra: str):
+    from cmaudio.config import load
+
+    return load(REPO / "recipes" / "mini_ct.yaml", [*TINY, *extra])
+
+
+def test_resume_over_broken_checkpoints_keeps_the_new_run(tmp_path):
+    from cmaudio.train import train
+
+    train(_cfg("train.max_steps=4", "train.ckpt_every=1", "train.keep_last=2"), tmp_path, progress=False)
+    assert [c.name for c in ckpt.list_checkpoints(tmp_path)] == ["step_00000003", "step_00000004"]
+    for c in ckpt.list_checkpoints(tmp_path):
+        _break_meta(c)
+    said: list[str] = []
+    res = train(_cfg("train.max_steps=2", "train.ckpt_every=1", "train.keep_last=1"), tmp_path, resume=True,
+                progress=False, log=said.append)
+    assert res.step == 2
+    assert any("starting from scratch" in m for m in said)
+    assert any("step_00000003" in m and "broken" in m for m in said)
+    c, state = ckpt.latest_resumable(tmp_path)
+    assert c.name == "step_00000002" and state["step"] == 2  # the new run's work survived
+
+
+def test_state_pt_that_does_not_load_falls_back_to_the_previous_checkpoint(tmp_path):
+    from cmaudio.train import train
+
+    train(_cfg("train.max_steps=2", "train.ckpt_every=1", "train.keep_last=5"), tmp_path, progress=False)
+    newest = ckpt.list_checkpoints(tmp_path)[-1]
+    torch.save({"optimizer": Path("x")}, newest / "state.pt")  # a pickle weights_only refuses
+    meta = json.loads((newest / "meta.json").read_text())
+    meta["files"]["state.pt"] = ckpt.sha256_file(newest / "state.pt")  # checksums match: "intact"
+    (newest / "meta.json").write_text(json.dumps(meta))
+    assert ckpt.checkpoint_problem(newest) is None
+    said: list[str] = []
+    res = train(_cfg("train.max_steps=3", "train.ckpt_every=1", "train.keep_last=5"), tmp_path, resume=True,
+                progress=False, log=said.append)
+    assert res.step == 3
+    assert any("skipping checkpoint step_00000002" in m and "state.pt" in m for m in said)
+    assert any("resumed from" in m and "step_00000001" in m for m in said)
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. OS and user errors: one line, exit 2, before training starts
+# ----------------------------------------------------------------------------------------------
+
+
+def _train_cli(capsys, run_dir: Path, *extra: str) -> tuple[int, str]:
+    sets = sum((["--set", s] for s in [*TINY, "train.max_steps=2", "train.ckpt_every=1"]), [])
+    code, _, err = cli(capsys, "train", REPO / "recipes" / "mini_ct.yaml", *sets, "--run-dir", run_dir, "--quiet", *extra)
+    return code, err
+
+
+def test_read_only_checkpoints_dir_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    import cmaudio.train as tr
+
+    (tmp_path / "checkpoints").mkdir()
+    real = tempfile.TemporaryFile
+
+    def read_only(*a, dir=None, **k):  # what a read-only checkpoints/ gives (root ignores chmod)
+        if dir is not None and Path(dir).name == "checkpoints":
+            raise PermissionError(13, "Permission denied", str(dir))
+        return real(*a, dir=dir, **k)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(tr, "make_domain", lambda *a, **k: pytest.fail("training started"))
+    code, err = _train_cli(capsys, tmp_path, "--resume")
+    assert_one_line_error(code, err, "cannot write to", "checkpoints", "Permission denied")
+
+
+def test_run_dir_below_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    code, err = _train_cli(capsys, tmp_path / "f" / "run")
+    assert_one_line_error(code, err, "cannot write to")
+    code, err = _train_cli(capsys, tmp_path / "f")
+    assert_one_line_error(code, err, "is a file")
+
+
+def test_os_error_during_training_is_one_line(tmp_path, capsys, monkeypatch):
+    def full(*a, **k):
+        raise OSError(28, "No space left on device", str(tmp_path / "checkpoints"))
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", full)
+    code, err = _train_cli(capsys, tmp_path / "run")
+    assert_one_line_error(code, err, "No space left on device", "checkpoints")
