@@ -79,7 +79,7 @@ from cmaudio.config import Config, from_dict, replace, to_dict
 from cmaudio.errors import CheckpointError, CmaudioError, ConfigError, DataError
 from cmaudio.features import MelSpectrogram, get_preset
 from cmaudio.train import Domain
-from cmaudio.vocoder import GeneratorDefaults
+from cmaudio.vocoder import GeneratorDefaults, check_model_info, config_for_kind
 
 # Decoded (mel, cond) pairs at most this large (float32 bytes) are kept in memory.
 AUTO_CACHE_BYTES = 2 * 1024**3
@@ -796,12 +796,14 @@ class MelDecoder(GeneratorDefaults, nn.Module):
         info, weights = ckpt.read_model_dir(model_dir)
         if info.get("domain", "wave") != "mel":
             raise CheckpointError(f"{model_dir} holds a waveform vocoder, not a mel decoder; load it with Vocoder")
-        cfg = from_dict(info["config"], source=str(model_dir / ckpt.CONFIG_FILE))
-        kind = info.get("kind", "consistency")
+        cfg, sigma_data, kind, sigmas = check_model_info(info, model_dir)
         dinfo = info.get("domain_info", {}) or {}
-        model = build_model(cfg, info["sigma_data"], kind, cond_channels=dinfo.get("cond_channels"))
+        cc = dinfo.get("cond_channels") if isinstance(dinfo, dict) else None
+        if not isinstance(dinfo, dict) or not (cc is None or (isinstance(cc, int) and not isinstance(cc, bool) and cc > 0)):
+            raise CheckpointError(f"{model_dir / ckpt.CONFIG_FILE}: domain_info must be a mapping with a positive "
+                                  f"integer cond_channels (got {dinfo!r:.80})")
+        model = build_model(cfg, sigma_data, kind, cond_channels=cc)
         ckpt.load_state_into(model, weights, f"{model_dir / ckpt.MODEL_FILE}")
-        sigmas = {int(k): tuple(v) for k, v in info.get("default_sigmas", {}).items()}
         dec = cls(model, cfg, kind=kind, domain_info=dinfo, default_sigmas=sigmas)
         dec.info = info
         return dec.to(device)
@@ -813,7 +815,7 @@ class MelDecoder(GeneratorDefaults, nn.Module):
         info = {
             "kind": self.kind,
             "domain": "mel",
-            "config": to_dict(self.config),
+            "config": config_for_kind(to_dict(self.config), self.kind),
             "sigma_data": float(self.model.param.sigma_data),
             "preset": p.name,
             "sample_rate": p.sample_rate,
