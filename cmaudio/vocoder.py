@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from cmaudio import checkpoint as ckpt
 from cmaudio.build import build_model, make_param
 from cmaudio.config import Config, from_dict
-from cmaudio.errors import CheckpointError, DataError
+from cmaudio.errors import CheckpointError, ConfigError, DataError
 from cmaudio.features import MelSpectrogram, can_convert, convert, get_preset
 from cmaudio.sampling import bandwidth_extension, consistency_sample, inpaint, ode_nfe, ode_sample, teacher_sigmas
 
@@ -101,7 +101,10 @@ def check_model_info(info: dict, model_dir: Path) -> tuple[Config, float, str, d
         raise CheckpointError(f"{cfg_path} lacks {', '.join(missing)}; re-export the model with cmaudio export")
     if not isinstance(info["config"], dict):
         raise CheckpointError(f"{cfg_path}: config must be a mapping of sections (got {type(info['config']).__name__})")
-    cfg = from_dict(info["config"], source=str(cfg_path))
+    try:
+        cfg = from_dict(info["config"], source=str(cfg_path))
+    except ConfigError as e:
+        raise CheckpointError(str(e) if str(cfg_path) in str(e) else f"{cfg_path}: {e}") from None
     sd = info["sigma_data"]
     if not _positive_number(sd):
         raise CheckpointError(f"{cfg_path}: sigma_data must be a positive number (got {sd!r}); re-export the model")
