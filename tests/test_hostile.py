@@ -286,3 +286,77 @@ def test_os_error_during_training_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(ckpt, "save_checkpoint", full)
     code, err = _train_cli(capsys, tmp_path / "run")
     assert_one_line_error(code, err, "No space left on device", "checkpoints")
+
+
+def test_vocode_out_that_is_a_file_or_below_one(tmp_path, model_dir, capsys, monkeypatch):
+    np.save(tmp_path / "m.npy", mel_array(10))
+    (tmp_path / "file").write_text("x")
+    _no_model_load(monkeypatch)
+    code, _, err = cli(capsys, "vocode", tmp_path / "m.npy", "-m", model_dir, "-o", tmp_path / "file")
+    assert_one_line_error(code, err, "is an existing file, not a directory")
+    code, _, err = cli(capsys, "vocode", tmp_path / "m.npy", "-m", model_dir, "-o", tmp_path / "file" / "sub")
+    assert_one_line_error(code, err, "is a file")
+    code, _, err = cli(capsys, "mel", LJ_WAV, "-o", tmp_path / "file" / "sub")
+    assert_one_line_error(code, err, "is a file")
+    code, _, err = cli(capsys, "export", tmp_path, "-o", tmp_path / "file")
+    assert_one_line_error(code, err, "is an existing file")
+    code, _, err = cli(capsys, "edit", "bwe", LJ_WAV, "-m", model_dir, "-o", tmp_path / "file" / "x.wav")
+    assert_one_line_error(code, err, "file is an existing file, not a directory")
+    assert (tmp_path / "file").read_text() == "x"
+
+
+LJ_WAV = REPO / "egs" / "mini" / "data" / "ljspeech_mini" / "wavs" / "LJ001-0012.wav"
+
+
+def _edited_model(src: Path, dst: Path, **changes) -> Path:
+    shutil.copytree(src, dst)
+    info = json.loads((dst / "config.json").read_text())
+    for k, v in changes.items():
+        if "." in k:
+            a, b = k.split(".")
+            info["config"][a][b] = v
+        else:
+            info[k] = v
+    (dst / "config.json").write_text(json.dumps(info))
+    return dst
+
+
+BAD_INFO = {
+    "sigma_data_text": ({"sigma_data": "abc"}, "sigma_data must be a positive number"),
+    "sigma_data_negative": ({"sigma_data": -1.0}, "sigma_data"),
+    "sigma_data_nan": ({"sigma_data": float("nan")}, "sigma_data"),
+    "config_list": ({"config": [1, 2]}, "config must be a mapping"),
+    "config_value_type": ({"model.size": 3}, "model.size must be a string"),
+    "kind_denoiser": ({"kind": "denoiser"}, "kind 'denoiser' does not match"),
+    "n_mels": ({"n_mels": 100}, "n_mels is 100"),
+    "sample_rate": ({"sample_rate": 24000}, "sample_rate is 24000"),
+    "preset": ({"preset": "vocos"}, "preset is 'vocos'"),
+    "default_sigmas_text": ({"default_sigmas": {"1": "abc"}}, "default_sigmas['1']"),
+    "default_sigmas_increasing": ({"default_sigmas": {"2": [0.1, 1.0]}}, "strictly decreasing"),
+    "default_sigmas_key": ({"default_sigmas": {"x": [1.0]}}, "default_sigmas['x']"),
+    "default_sigmas_list": ({"default_sigmas": [1.0]}, "default_sigmas must map"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INFO))
+def test_bad_values_in_config_json_are_one_line(tmp_path, model_dir, capsys, case):
+    changes, needle = BAD_INFO[case]
+    bad = _edited_model(model_dir, tmp_path / "bad", **changes)
+    np.save(tmp_path / "m.npy", mel_array(10))
+    code, _, err = cli(capsys, "vocode", tmp_path / "m.npy", "-m", bad, "-o", tmp_path / "out")
+    assert_one_line_error(code, err, needle, "config.json")
+    assert tree(tmp_path / "out") == []
+    from cmaudio.vocoder import Vocoder
+
+    with pytest.raises(CmaudioError):
+        Vocoder.from_pretrained(bad)
+
+
+def test_a_teacher_model_dir_still_loads_as_a_denoiser(tmp_path):
+    from test_vocoder import tiny_vocoder as tiny_kind
+    from cmaudio.vocoder import Vocoder
+
+    tiny_kind("denoiser").save_pretrained(tmp_path / "t")  # config's objective recorded as dsm
+    v = Vocoder.from_pretrained(tmp_path / "t")
+    assert v.kind == "denoiser" and v.config.objective.kind == "dsm"
+    assert Vocoder.from_pretrained().kind == "consistency"  # the shipped model passes the checks
