@@ -26,7 +26,7 @@ MEL_BINS = 10  # x channels of mel-domain nets
 MEL_COND = 6  # cond width of mel-domain nets
 HOP = 256
 
-CASES = [("unet1d", "wave"), ("unet1d", "mel"), ("diffwave", "wave"), ("diffwave", "mel")]
+CASES = [("unet1d", "wave"), ("unet1d", "mel"), ("framenet", "wave"), ("diffwave", "wave"), ("diffwave", "mel")]
 
 
 @pytest.fixture(autouse=True, scope="module")

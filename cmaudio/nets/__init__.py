@@ -10,8 +10,9 @@ Every network follows one contract (DESIGN.md sec. 5: networks know nothing of s
 - cond is None exactly when the net was built with cond_channels=None.
 - mask: 1 = valid step; masked steps of the output are 0 and valid steps do not depend on them.
 
-Registered names: "unet1d" (nets.unet1d.UNet1d, the consistency model) and "diffwave"
-(nets.diffwave.DiffWave, the teacher). This package imports only cmaudio.errors.
+Registered names: "unet1d" (nets.unet1d.UNet1d, the waveform/mel consistency model),
+"framenet" (nets.framenet.FrameNet, a frame-rate ConvNeXt with an iSTFT head, waveforms only)
+and "diffwave" (nets.diffwave.DiffWave, the teacher). This package imports only cmaudio.errors.
 """
 
 from __future__ import annotations
@@ -24,19 +25,23 @@ from torch import nn
 
 from cmaudio.errors import ConfigError
 from cmaudio.nets.diffwave import DIFFWAVE_PRESETS, DiffWave
+from cmaudio.nets.framenet import FRAMENET_PRESETS, FrameNet
 from cmaudio.nets.layers import split_hop
 from cmaudio.nets.unet1d import UNET_PRESETS, UNet1d
 
-NETS = ("unet1d", "diffwave")
+NETS = ("unet1d", "framenet", "diffwave")
 DOMAINS = ("wave", "mel")
 
 _UNET_KEYS = ("factors", "channels", "dropout")
+_FRAMENET_KEYS = ("dim", "layers", "mult", "n_fft", "dropout")
 _DIFFWAVE_KEYS = ("residual_layers", "residual_channels", "dilation_cycle", "upsample_factors", "embedding",
                   "max_steps", "dropout")
 
 __all__ = [
     "DIFFWAVE_PRESETS",
     "DiffWave",
+    "FRAMENET_PRESETS",
+    "FrameNet",
     "NETS",
     "UNET_PRESETS",
     "UNet1d",
@@ -59,7 +64,7 @@ def build_net(
     """Build a registered network from a size preset.
 
     Args:
-        name: "unet1d" or "diffwave".
+        name: "unet1d", "framenet" (waveforms only) or "diffwave".
         domain: "wave" (x is a waveform, cond a mel at the frame rate) or "mel" (x is a log-mel,
             cond frame-level features at the same rate).
         in_channels: C of x (1 for waveforms, n_mels for mels).
@@ -68,7 +73,8 @@ def build_net(
         hop: waveform samples per mel frame (waveforms). unet1d: the preset's factors are
             re-split to this hop (layers.split_hop) unless `factors` is given; diffwave: the
             spectrogram upsampler's product. Ignored in the mel domain.
-        overrides: unet1d: factors, channels, dropout; diffwave: residual_layers,
+        overrides: unet1d: factors, channels, dropout; framenet: dim, layers, mult, n_fft,
+            dropout; diffwave: residual_layers,
             residual_channels, dilation_cycle, upsample_factors, embedding, max_steps, dropout.
             A value of None means "use the preset". Keys of the other network are ignored (so a
             caller can pass every ModelConfig field); any other key is a ConfigError.
@@ -81,13 +87,20 @@ def build_net(
         raise ConfigError(f"unknown network {name!r}; valid: {', '.join(NETS)}")
     if domain not in DOMAINS:
         raise ConfigError(f"unknown domain {domain!r}; valid: {', '.join(DOMAINS)}")
+    every = set(_UNET_KEYS + _FRAMENET_KEYS + _DIFFWAVE_KEYS)
     for key in overrides:
-        if key not in _UNET_KEYS and key not in _DIFFWAVE_KEYS:
-            raise ConfigError(
-                f"unknown network option {key!r}; valid: {', '.join(sorted(set(_UNET_KEYS + _DIFFWAVE_KEYS)))}"
-            )
-    own = _UNET_KEYS if name == "unet1d" else _DIFFWAVE_KEYS
+        if key not in every:
+            raise ConfigError(f"unknown network option {key!r}; valid: {', '.join(sorted(every))}")
+    own = {"unet1d": _UNET_KEYS, "framenet": _FRAMENET_KEYS, "diffwave": _DIFFWAVE_KEYS}[name]
     kw = {k: v for k, v in overrides.items() if k in own and v is not None}
+
+    if name == "framenet":
+        if domain != "wave":
+            raise ConfigError("framenet is a waveform network (model.domain wave); use unet1d for mel decoders")
+        if size not in FRAMENET_PRESETS:
+            raise ConfigError(f"unknown framenet size {size!r}; valid: {', '.join(FRAMENET_PRESETS)}")
+        return FrameNet.from_preset(size, in_channels=in_channels, cond_channels=cond_channels,
+                                    hop=int(hop) if hop is not None else 256, **kw)
 
     if name == "unet1d":
         if size not in UNET_PRESETS[domain]:

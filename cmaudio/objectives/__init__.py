@@ -9,7 +9,7 @@
 from cmaudio.objectives.base import Objective, SampleRNG
 from cmaudio.objectives.cd import CDObjective
 from cmaudio.objectives.ct import CTObjective
-from cmaudio.objectives.distances import L1, L2, MRSTFT, CombinedDistance, PseudoHuber, build_distance
+from cmaudio.objectives.distances import L1, L2, MRSTFT, CombinedDistance, MelL1, PseudoHuber, build_distance
 from cmaudio.objectives.dsm import DSMObjective
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "L1",
     "L2",
     "MRSTFT",
+    "MelL1",
     "PseudoHuber",
     "CombinedDistance",
     "build_distance",

@@ -90,18 +90,59 @@ def draw_pair(model, rng: "SampleRNG", x: Tensor, cond: Optional[Tensor], num_sc
     return grid[n].to(torch.float32), grid[n + 1].to(torch.float32), z, cond_drop
 
 
+SIGMA_BUCKETS = (1e-3, 1e-2, 1e-1, 1.0)  # decade edges of sigma_{n+1} for the per-level loss logs
+
+
+def sigma_bucket_logs(sigma: Tensor, per_item: Tensor, prefix: str = "loss_sigma") -> dict[str, Tensor]:
+    """Mean of `per_item` (B,) within each decade of `sigma` (B,), keyed '<prefix>/<lo>-<hi>';
+    only buckets that hold an item of this batch appear (the training loop averages over steps)."""
+    edges = (0.0,) + SIGMA_BUCKETS + (float("inf"),)
+    s, v = sigma.detach().float(), per_item.detach().float()
+    out = {}
+    for lo, hi in zip(edges, edges[1:]):
+        sel = (s >= lo) & (s < hi)
+        if bool(sel.any()):
+            out[f"{prefix}/{lo:g}-{hi:g}"] = v[sel].mean()
+    return out
+
+
 def consistency_loss(objective: "Objective", target_net, x_hi: Tensor, s_hi: Tensor, x_lo: Tensor, s_lo: Tensor,
-                     cond: Optional[Tensor], mask: Optional[Tensor], cond_drop: Optional[Tensor], weighting: str) -> Tensor:
-    """lambda(sigma_n) d(f_theta(x_{n+1}, sigma_{n+1}), f_theta-(x_n, sigma_n)) averaged over the batch
-    (CM eq. 7 and 10), with the same dropout masks for the online and the target network and no
-    gradient through the target. lambda = 1 ('uniform') or 1/(sigma_{n+1} - sigma_n) ('ict')."""
+                     cond: Optional[Tensor], mask: Optional[Tensor], cond_drop: Optional[Tensor], weighting: str,
+                     x0: Optional[Tensor] = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """The CD/CT loss and its logs.
+
+    consistency term: lambda(sigma_n) d(f_theta(x_{n+1}, sigma_{n+1}), f_theta-(x_n, sigma_n)) (CM eq. 7
+    and 10), with the same dropout masks for the online and the target network and no gradient
+    through the target; lambda = 1 ('uniform') or 1/(sigma_{n+1} - sigma_n) ('ict').
+
+    extras (objective.recon, objective.consistency_weight): loss = w_c * consistency + recon(f_theta(x_{n+1}), x0),
+    a reconstruction of the clean crop x0 from the same online output (WaveFM's auxiliary loss, CTM's
+    DSM-like term). With recon None and w_c = 1 (the defaults) the loss is exactly the paper's, and
+    with w_c = 0 the target network is not even run. Returns (scalar loss, logs: the terms and the
+    per-item loss by decade of sigma_{n+1}, see sigma_bucket_logs).
+    """
+    w_c = float(getattr(objective, "consistency_weight", 1.0))
+    recon = getattr(objective, "recon", None)
     seed = draw_dropout_seed()
     with forked_rng(seed, x_hi.device):
         online = objective.online(x_hi, s_hi, cond, mask=mask, cond_drop=cond_drop)
-    with torch.no_grad(), forked_rng(seed, x_hi.device):
-        target = target_net(x_lo, s_lo, cond, mask=mask, cond_drop=cond_drop)
-    weight = 1.0 / (s_hi - s_lo) if weighting == "ict" else torch.ones_like(s_hi)
-    return (weight * objective.distance(online, target.detach(), mask)).mean()
+    per_item = torch.zeros_like(s_hi)
+    logs: dict[str, Tensor] = {}
+    if w_c > 0:
+        with torch.no_grad(), forked_rng(seed, x_hi.device):
+            target = target_net(x_lo, s_lo, cond, mask=mask, cond_drop=cond_drop)
+        weight = 1.0 / (s_hi - s_lo) if weighting == "ict" else torch.ones_like(s_hi)
+        cons = weight * objective.distance(online, target.detach(), mask)
+        per_item = cons if w_c == 1.0 else w_c * cons
+        logs["consistency"] = cons.detach().mean()
+    if recon is not None:
+        if x0 is None:
+            raise ValueError("a reconstruction term needs the clean data x0")
+        rec = recon(online, x0, mask)
+        per_item = per_item + rec
+        logs["recon"] = rec.detach().mean()
+    logs.update(sigma_bucket_logs(s_hi, per_item))
+    return per_item.mean(), logs
 
 
 def check_choices(*, index_sampling: str, weighting: str) -> None:
@@ -135,6 +176,17 @@ class Objective(nn.Module):
         super().__init__()
         self.model = model
         self.set_online(model)
+        self.consistency_weight = 1.0  # CD/CT: weight of the consistency term (see consistency_loss)
+        self.recon: Optional[nn.Module] = None  # CD/CT: reconstruction distance against the clean data
+
+    def set_extras(self, *, recon: Optional[nn.Module] = None, consistency_weight: float = 1.0) -> None:
+        """CD/CT extras beside the consistency term (off by default: the paper's loss)."""
+        if not (consistency_weight >= 0):
+            raise ValueError(f"consistency_weight must be >= 0, got {consistency_weight}")
+        if consistency_weight == 0 and recon is None:
+            raise ValueError("consistency_weight 0 without a reconstruction term leaves nothing to train")
+        self.consistency_weight = float(consistency_weight)
+        self.recon = recon
 
     def set_online(self, module: nn.Module) -> None:
         """Use `module` (e.g. DDP(model)) for the gradient-carrying call; not registered as a submodule."""

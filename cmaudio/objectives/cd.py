@@ -90,8 +90,10 @@ class CDObjective(Objective):
             x_lo = self.solver(self.teacher, x_hi, s_hi, s_lo, cond, mask=mask, cond_drop=cond_drop)
             if mask is not None:
                 x_lo = x_lo * mask
-        loss = consistency_loss(self, self.target, x_hi, s_hi, x_lo, s_lo, cond, mask, cond_drop, self.weighting)
-        logs = {"loss": loss.detach(), "N": float(N), "mu": float(self.target_ema), "sigma_mean": s_hi.mean().detach()}
+        loss, parts = consistency_loss(self, self.target, x_hi, s_hi, x_lo, s_lo, cond, mask, cond_drop,
+                                       self.weighting, x0=x)
+        logs = {"loss": loss.detach(), "N": float(N), "mu": float(self.target_ema), "sigma_mean": s_hi.mean().detach(),
+                **parts}
         return loss, logs
 
     def after_step(self, step: int) -> None:

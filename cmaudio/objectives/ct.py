@@ -89,12 +89,14 @@ class CTObjective(Objective):
         if mask is not None:
             x_hi, x_lo = x_hi * mask, x_lo * mask
         target_net = self.target if self.target is not None else self.model
-        loss = consistency_loss(self, target_net, x_hi, s_hi, x_lo, s_lo, cond, mask, cond_drop, self.weighting)
+        loss, parts = consistency_loss(self, target_net, x_hi, s_hi, x_lo, s_lo, cond, mask, cond_drop,
+                                       self.weighting, x0=x)
         logs = {
             "loss": loss.detach(),
             "N": float(N),
             "mu": float(self.target_rate(step)),
             "sigma_mean": s_hi.mean().detach(),
+            **parts,
         }
         return loss, logs
 

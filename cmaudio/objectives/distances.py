@@ -9,11 +9,13 @@ Every distance maps x, y of shape (B, C, T) (and an optional (B, 1, T) validity 
 | `l1`           | mean over valid elements of abs(x - y)                                   | CM sec. 3 |
 | `pseudo_huber` | sqrt(sum (x - y)^2 + c^2) - c, c = c_scale * 0.00054 sqrt(dim)           | iCT sec. 3.3 |
 | `mrstft`       | auraloss MultiResolutionSTFTLoss (spectral convergence + log magnitude)  | replaces LPIPS |
+| `mel_l1`       | mean abs difference of the log-mels of x and y (the model's own features)| HiFi-GAN's mel loss |
 
 For `pseudo_huber`, dim is the number of valid elements of the item. iCT chose 0.00054 sqrt(d)
 for images in [-1, 1] (sigma_data = 0.5); `c_scale` lets an objective scale c with its data
 (cmaudio passes sigma_data / 0.5), so the quadratic-to-linear transition sits at the same
-relative error. `mrstft` is for waveforms (C = 1) of equal length (masks are not supported).
+relative error. `mrstft` and `mel_l1` are for waveforms (C = 1) of equal length (masks are not
+supported); `mel_l1` needs the mel module (B, T) -> (B, n_mels, frames) passed in by the caller.
 
 `CombinedDistance({name: weight})` is their weighted sum. Imports nothing else of cmaudio.
 """
@@ -111,6 +113,28 @@ class MRSTFT(nn.Module):
         return total / len(self.loss.stft_losses)
 
 
+class MelL1(nn.Module):
+    """Per-item mean |mel(x) - mel(y)| over bins and frames, for waveforms (B, 1, T).
+
+    `mel` maps (B, T) audio to (B, n_mels, frames) log-mels (e.g. cmaudio.features.MelSpectrogram,
+    a log-mel in its preset's own units: ln for hifigan). Computed in float32. HiFi-GAN weights
+    this term by 45 beside its adversarial losses; as a regression term alone a weight near 1 keeps
+    it comparable to `mrstft`.
+    """
+
+    def __init__(self, mel: nn.Module) -> None:
+        super().__init__()
+        self.mel = mel
+
+    def forward(self, x: Tensor, y: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        if mask is not None and not bool(mask.all()):
+            raise ValueError("the mel_l1 distance does not support padded batches; use l2/l1/pseudo_huber")
+        B = x.shape[0]
+        mx = self.mel(x.float().reshape(B, -1))
+        my = self.mel(y.float().reshape(B, -1))
+        return (mx - my).abs().flatten(1).mean(1)
+
+
 class CombinedDistance(nn.Module):
     """Weighted sum of named distances: {"pseudo_huber": 1.0, "mrstft": 0.5} -> (B,)."""
 
@@ -135,12 +159,17 @@ def build_distance(
     mrstft_fft_sizes: Sequence[int] = (512, 1024, 2048),
     mrstft_hop_sizes: Sequence[int] = (128, 256, 512),
     mrstft_win_lengths: Sequence[int] = (512, 1024, 2048),
+    mel: Optional[nn.Module] = None,
 ) -> CombinedDistance:
-    """Build `CombinedDistance` from {name: weight}; names: l2, l1, pseudo_huber, mrstft."""
+    """Build `CombinedDistance` from {name: weight}; names: l2, l1, pseudo_huber, mrstft, mel_l1
+    (which needs `mel`, a (B, T) -> (B, n_mels, frames) log-mel module). Zero weights drop the term."""
     terms: dict[str, nn.Module] = {}
+    weights = {k: float(v) for k, v in weights.items() if v != 0}
+    if not weights:
+        raise ValueError("a distance needs at least one term with a non-zero weight")
     for name, w in weights.items():
-        if not math.isfinite(w):
-            raise ValueError(f"distance weight for {name} must be finite")
+        if not math.isfinite(w) or w < 0:
+            raise ValueError(f"distance weight for {name} must be finite and >= 0 (got {w})")
         if name == "l2":
             terms[name] = L2()
         elif name == "l1":
@@ -149,6 +178,10 @@ def build_distance(
             terms[name] = PseudoHuber(c=huber_c, c_scale=huber_c_scale)
         elif name == "mrstft":
             terms[name] = MRSTFT(mrstft_fft_sizes, mrstft_hop_sizes, mrstft_win_lengths)
+        elif name == "mel_l1":
+            if mel is None:
+                raise ValueError("the mel_l1 distance needs the model's mel module (waveform models only)")
+            terms[name] = MelL1(mel)
         else:
-            raise ValueError(f"unknown distance {name!r}; valid: l2, l1, pseudo_huber, mrstft")
+            raise ValueError(f"unknown distance {name!r}; valid: l2, l1, pseudo_huber, mrstft, mel_l1")
     return CombinedDistance(terms, weights)
