@@ -121,7 +121,8 @@ class ObjectiveConfig:
 
     @property
     def weighting_for_kind(self) -> str:
-        """weighting, or when None the kind's own: ict (lambda = 1/(sigma_{n+1} - sigma_n), iCT sec. 3.4) for ict, else uniform."""
+        """weighting, or when None the kind's own: 'ict' for ict (lambda = 1/(sigma_{n+1} - sigma_n),
+        iCT sec. 3.1), else 'uniform' (lambda = 1)."""
         return self.weighting or ("ict" if self.kind == "ict" else "uniform")
 
 

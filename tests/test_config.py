@@ -126,7 +126,7 @@ def test_mel_command_writes_one_npy_per_input_with_the_preset_frame_rule(tmp_pat
 @pytest.mark.parametrize(
     "objective, expected",
     [
-        ({"kind": "ict"}, ("lognormal", "ict")),  # iCT's own: lognormal p(n) (sec. 3.5), lambda = 1/dsigma (sec. 3.4)
+        ({"kind": "ict"}, ("lognormal", "ict")),  # iCT's own: lognormal p(n) (sec. 3.5), lambda = 1/dsigma (sec. 3.1)
         ({"kind": "ct"}, ("uniform", "uniform")),  # CM Alg. 3: n ~ U, lambda = 1
         ({"kind": "ict", "index_sampling": "uniform"}, ("uniform", "ict")),  # an explicit value wins
         ({"kind": "ct", "weighting": "ict"}, ("uniform", "ict")),
