@@ -20,7 +20,7 @@ from torch import nn
 from cmaudio import checkpoint as ckpt
 from cmaudio.config import Config, from_dict
 from cmaudio.errors import CheckpointError, ConfigError
-from cmaudio.features import get_preset
+from cmaudio.features import MelSpectrogram, get_preset
 from cmaudio.models import ConsistencyModel, Denoiser
 from cmaudio.nets import build_net
 from cmaudio.objectives import CDObjective, CTObjective, DSMObjective, build_distance
@@ -63,6 +63,9 @@ def build_model(cfg: Config, sigma_data: float, role: Optional[str] = None, *, c
         residual_layers=m.residual_layers,
         residual_channels=m.residual_channels,
         dilation_cycle=m.dilation_cycle,
+        dim=m.frame_dim,
+        layers=m.frame_layers,
+        n_fft=m.frame_n_fft,
     )
     cls = ConsistencyModel if role == "consistency" else Denoiser
     return cls(
@@ -142,14 +145,35 @@ def build_objective(cfg: Config, model: nn.Module, teacher: Optional[nn.Module] 
     o, m = cfg.objective, cfg.model
     if o.kind == "dsm":
         return DSMObjective(model, p_mean=o.p_mean, p_std=o.p_std, cond_dropout=m.cond_dropout)
-    distance = build_distance(
-        dict(o.distance),
-        huber_c=o.huber_c,
-        huber_c_scale=model.param.sigma_data / 0.5,
-        mrstft_fft_sizes=o.mrstft_fft_sizes,
-        mrstft_hop_sizes=o.mrstft_hop_sizes,
-        mrstft_win_lengths=o.mrstft_win_lengths,
-    )
+    def distance_of(weights: dict) -> nn.Module:
+        needs_mel = any(k == "mel_l1" and w for k, w in weights.items())
+        if needs_mel and m.domain != "wave":
+            raise ConfigError("the mel_l1 distance is for waveform models (model.domain wave)")
+        try:
+            return build_distance(
+                dict(weights),
+                huber_c=o.huber_c,
+                huber_c_scale=model.param.sigma_data / 0.5,
+                mrstft_fft_sizes=o.mrstft_fft_sizes,
+                mrstft_hop_sizes=o.mrstft_hop_sizes,
+                mrstft_win_lengths=o.mrstft_win_lengths,
+                mel=MelSpectrogram(cfg.features.preset) if needs_mel else None,
+            )
+        except ValueError as e:
+            raise ConfigError(f"objective: {e}") from None
+
+    distance = distance_of(o.distance)
+    recon = distance_of(o.recon) if any(w > 0 for w in o.recon.values()) else None
+    objective = _consistency_objective(cfg, model, teacher, distance)
+    try:
+        objective.set_extras(recon=recon, consistency_weight=o.consistency_weight)
+    except ValueError as e:
+        raise ConfigError(f"objective: {e}") from None
+    return objective
+
+
+def _consistency_objective(cfg: Config, model: nn.Module, teacher: Optional[nn.Module], distance: nn.Module):
+    o, m = cfg.objective, cfg.model
     if o.kind == "cd":
         if teacher is None:
             teacher = load_teacher(cfg)

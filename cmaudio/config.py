@@ -67,14 +67,17 @@ class ModelConfig:
     """Network, parameterization and conditioning."""
 
     domain: str = "wave"  # wave (vocoder) | mel (mel decoder for TTS)
-    net: str = "unet1d"  # unet1d | diffwave
-    size: str = "small"  # size preset: unet1d tiny | small | base; diffwave tiny | small | base | large
+    net: str = "unet1d"  # unet1d | framenet (waveforms: frame-rate ConvNeXt + iSTFT head) | diffwave
+    size: str = "small"  # size preset: unet1d/framenet tiny | small | base; diffwave tiny | small | base | large
     channels: Optional[tuple[int, ...]] = None  # unet1d: channels per level (overrides size)
     factors: Optional[tuple[int, ...]] = None  # unet1d: down-sampling factors (product = hop)
     dropout: float = 0.0  # dropout inside residual blocks
     residual_layers: Optional[int] = None  # diffwave: residual layers (None: from size)
     residual_channels: Optional[int] = None  # diffwave: residual channels (None: from size)
     dilation_cycle: Optional[int] = None  # diffwave: dilation 2^(i mod cycle) (None: from size)
+    frame_dim: Optional[int] = None  # framenet: ConvNeXt width (None: from size)
+    frame_layers: Optional[int] = None  # framenet: ConvNeXt blocks (None: from size)
+    frame_n_fft: Optional[int] = None  # framenet: STFT size of its input and iSTFT head (None: 1024)
     sigma_min: float = 0.0002  # eps: boundary of the consistency function (same units as x)
     sigma_max: float = 2.0  # T: largest noise level
     sigma_data: Optional[float] = None  # std of the data; None = estimate from the train set
@@ -89,6 +92,10 @@ class ObjectiveConfig:
 
     kind: str = "ict"  # dsm | cd | ct | ict
     distance: dict[str, float] = field(default_factory=lambda: {"pseudo_huber": 1.0})
+    # cd/ct/ict extras (off by default: the objectives are then exactly the papers'):
+    consistency_weight: float = 1.0  # weight of the consistency term lambda d(f(x_{n+1}), f-(x_n)); 0 = extras only
+    recon: dict[str, float] = field(default_factory=dict)  # reconstruction terms d(f(x_{n+1}), x) against the
+    # clean crop, {name: weight} with the names of `distance` (WaveFM's auxiliary MR-STFT loss, CTM's DSM term)
     mrstft_fft_sizes: tuple[int, ...] = (512, 1024, 2048)
     mrstft_hop_sizes: tuple[int, ...] = (128, 256, 512)
     mrstft_win_lengths: tuple[int, ...] = (512, 1024, 2048)
@@ -180,7 +187,7 @@ _CHOICES = {
     ("data", "format"): ("ljspeech", "vctk", "libritts", "folder", "filelist"),
     ("data", "vctk_mic"): ("mic1", "mic2"),
     ("model", "domain"): ("wave", "mel"),
-    ("model", "net"): ("unet1d", "diffwave"),
+    ("model", "net"): ("unet1d", "framenet", "diffwave"),
     ("model", "prior"): ("zero", "cond"),
     ("objective", "kind"): ("dsm", "cd", "ct", "ict"),
     ("objective", "index_sampling"): ("uniform", "lognormal"),
@@ -195,7 +202,7 @@ _CHOICES = {
 
 _PER_KIND = {("objective", "index_sampling"), ("objective", "weighting")}  # None = the objective kind's default
 
-DISTANCES = ("l2", "l1", "pseudo_huber", "mrstft")
+DISTANCES = ("l2", "l1", "pseudo_huber", "mrstft", "mel_l1")
 
 
 def validate(cfg: Config) -> None:
@@ -221,6 +228,16 @@ def validate(cfg: Config) -> None:
             )
     if not o.distance:
         raise ConfigError("objective.distance is empty; give at least one term, e.g. {pseudo_huber: 1.0}")
+    for name, w in o.recon.items():
+        if name not in DISTANCES:
+            raise ConfigError(f"objective.recon has unknown term {name!r}; valid: {', '.join(DISTANCES)}"
+                              + _suggest(name, DISTANCES))
+        if not (w >= 0 and w < float("inf")):
+            raise ConfigError(f"objective.recon.{name} must be a finite weight >= 0 (got {w})")
+    if not (o.consistency_weight >= 0 and o.consistency_weight < float("inf")):
+        raise ConfigError(f"objective.consistency_weight must be finite and >= 0 (got {o.consistency_weight})")
+    if o.consistency_weight == 0 and not any(w > 0 for w in o.recon.values()) and o.kind != "dsm":
+        raise ConfigError("objective.consistency_weight is 0 and objective.recon is empty: nothing would be trained")
     if o.num_scales < 2:
         raise ConfigError(f"objective.num_scales must be >= 2 (got {o.num_scales})")
     if not 0 <= o.target_ema < 1:

@@ -297,6 +297,25 @@ class TrainResult:
     val: dict
 
 
+class MetricsLog:
+    """The run's metrics file: one JSON object per line, {"step": k, "time": unix s, name: value, ...},
+    appended at each log and validation step (train/* losses incl. the per-sigma buckets, val/*
+    held-out 1-step log-mel L1 and MR-STFT). A resumed run appends; lines of steps past the resume
+    point are the ones it wrote before the cut. path None (non-main ranks): writes nothing."""
+
+    def __init__(self, path: Optional[Path]) -> None:
+        self.path = path
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        if self.path is None:
+            return
+        import json
+
+        row = {"step": int(step), "time": round(time.time(), 3), **{k: float(v) for k, v in values.items()}}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 def _rng_state(device: torch.device) -> dict[str, Tensor]:
     st = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
@@ -441,6 +460,8 @@ def train(
     t0, last_loss, samples, val_scores, val_time = time.time(), float("nan"), 0, {}, 0.0
     last_ckpt: Optional[Path] = None
     tick_t, tick_step = time.time(), step
+    log_acc: dict[str, list] = {}
+    metrics_log = MetricsLog(run_dir / "metrics.jsonl" if dinfo.main else None)
     model.train()
     try:
         while step < t.max_steps:
@@ -454,6 +475,11 @@ def train(
                 with ctx:
                     loss, logs = objective(batch["x"], batch["cond"], mask=batch["mask"], seeds=batch["seeds"], step=step)
                     (loss / micro).backward()
+                for k, v in logs.items():  # averaged over the steps between two log lines
+                    if k != "loss":
+                        acc = log_acc.setdefault(k, [0.0, 0])
+                        acc[0] += float(v)
+                        acc[1] += 1
                 loss_sum += loss.detach() / micro
                 samples += batch["x"].shape[0] * dinfo.world
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
@@ -489,11 +515,12 @@ def train(
                 scalars = {"train/loss": last_loss, "train/grad_norm": float(grad_norm), "train/lr": sched.get_last_lr()[0],
                            "train/steps_per_s": sps, "train/samples_per_s": sps * t.batch_size,
                            "train/skipped": float(skipped)}
-                for k, v in logs.items():
-                    if k != "loss":
-                        scalars[f"train/{k}"] = float(v)
+                for k, (total, n) in log_acc.items():
+                    scalars[f"train/{k}"] = total / max(n, 1)
+                log_acc.clear()
                 for k, v in scalars.items():
                     writer.add_scalar(k, v, step)
+                metrics_log.write(step, scalars)
             bar.update(step, f"loss {last_loss:.4g}")
 
             if dinfo.main and (step % t.val_every == 0 or step == t.max_steps):
@@ -506,6 +533,7 @@ def train(
                 val_time += time.time() - tv
                 for k, v in val_scores.items():
                     writer.add_scalar(k, v, step)
+                metrics_log.write(step, {**val_scores, "val/minutes": (time.time() - t0) / 60})
             out_of_time = t.max_minutes is not None and (time.time() - t0) > 60 * t.max_minutes
             if dinfo.world > 1 and t.max_minutes is not None:  # every rank stops at the same step
                 flag = torch.tensor(float(out_of_time), device=device)
