@@ -145,6 +145,81 @@ def check_model_info(info: dict, model_dir: Path) -> tuple[Config, float, str, d
     return cfg, float(sd), kind, sigmas
 
 
+def check_steps(steps: Any) -> int:
+    """`steps` as an int >= 1, or a DataError naming the argument (2.5, True, "2", 0 are refused)."""
+    import numbers
+
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+        raise DataError(f"steps must be a whole number >= 1 (got {steps!r} of type {type(steps).__name__})")
+    if steps < 1:
+        raise DataError(f"steps must be >= 1 (got {steps})")
+    return int(steps)
+
+
+def check_sigmas(sigmas: Any, *, sigma_min: float, sigma_max: Optional[float]) -> list[float]:
+    """`sigmas` as a list of floats, or a DataError naming the argument.
+
+    Must be a non-empty sequence of finite numbers, strictly decreasing, each >= sigma_min (and
+    <= sigma_max when given: a consistency model is defined on [sigma_min, sigma_max] only).
+    """
+    if isinstance(sigmas, (str, bytes)) or not hasattr(sigmas, "__len__"):
+        raise DataError(f"sigmas must be a list of noise levels, e.g. [2.0, 0.3] (got {sigmas!r:.60})")
+    try:
+        vals = [float(s) for s in (sigmas.reshape(-1) if isinstance(sigmas, (Tensor, np.ndarray)) else sigmas)]
+    except (TypeError, ValueError):
+        raise DataError(f"sigmas must hold numbers (got {list(sigmas)!r:.80})") from None
+    if not vals:
+        raise DataError("sigmas is empty; give at least one noise level, e.g. [2.0]")
+    if not all(math.isfinite(v) for v in vals):
+        raise DataError(f"sigmas must be finite (got {vals})")
+    if any(a <= b for a, b in zip(vals, vals[1:])):
+        raise DataError(f"sigmas must be strictly decreasing (got {vals})")
+    if vals[-1] < sigma_min * (1 - 1e-6):
+        raise DataError(f"sigmas must be >= the model's sigma_min {sigma_min:g} (got {vals})")
+    if sigma_max is not None and vals[0] > sigma_max * (1 + 1e-6):
+        raise DataError(f"sigmas must be <= the model's sigma_max {sigma_max:g} (got {vals})")
+    return vals
+
+
+def mel_input(mel: Any) -> Tensor | np.ndarray:
+    """The checks every user mel passes, whatever its layout or container -> a float Tensor or array.
+
+    Tensors keep their device (bfloat16/float16 become float32); lists of equal-shape arrays or
+    tensors are stacked. Refused, naming `mel`: complex, bool, object or string dtypes, ragged
+    batches, empty input, a rank other than 2 or 3, NaN or inf.
+    """
+    if isinstance(mel, (list, tuple)) and mel and all(isinstance(m, (Tensor, np.ndarray)) for m in mel):
+        shapes = {tuple(m.shape) for m in mel}
+        if len(shapes) > 1:
+            raise DataError(f"mel is a ragged batch (shapes {sorted(shapes)[:3]}); pad to one length or decode each")
+        mel = torch.stack([torch.as_tensor(m) for m in mel]) if isinstance(mel[0], Tensor) else np.stack(mel)
+    if isinstance(mel, Tensor):
+        if mel.is_complex() or mel.dtype == torch.bool:
+            raise DataError(f"mel has dtype {mel.dtype}, not a real number type; pass a float array")
+        x = mel.detach()
+        x = x.to(torch.float32) if (x.is_floating_point() and x.dtype != torch.float64) else x
+        shape, ndim, size = tuple(x.shape), x.ndim, x.numel()
+    else:
+        try:
+            x = np.asarray(mel)
+        except (ValueError, TypeError):
+            raise DataError("mel is a ragged batch or not an array (items of different lengths?); pad to one length "
+                            "or decode each") from None
+        if x.dtype == object:
+            raise DataError("mel is a ragged batch or holds Python objects; pass one float array")
+        if x.dtype.kind not in "fiu":
+            raise DataError(f"mel has dtype {x.dtype}, not a real number type; pass a float array")
+        shape, ndim, size = x.shape, x.ndim, x.size
+    if size == 0:
+        raise DataError(f"mel is empty (shape {shape})")
+    if ndim not in (2, 3):
+        raise DataError(f"mel must be 2-D (n_mels, frames) or 3-D (batch, n_mels, frames); got {ndim}-D shape {shape}")
+    finite = bool(torch.isfinite(x).all()) if isinstance(x, Tensor) else bool(np.all(np.isfinite(x)))
+    if not finite:
+        raise DataError("mel holds NaN or inf values")
+    return x
+
+
 MEL_PLAUSIBLE_ABS = 1e3  # no log-mel convention (ln, log10, dB, normalised) reaches this magnitude
 
 
@@ -183,8 +258,7 @@ class GeneratorDefaults:
 
     def sigmas_for(self, steps: int) -> tuple[float, ...]:
         """Noise levels of `steps`-step consistency sampling: stored defaults, else the Karras grid."""
-        if steps < 1:
-            raise DataError(f"steps must be >= 1 (got {steps})")
+        steps = check_steps(steps)
         if steps in self.default_sigmas:
             return self.default_sigmas[steps]
         return self.model.param.default_sigmas(steps)
@@ -281,15 +355,8 @@ class Vocoder(GeneratorDefaults, nn.Module):
         Accepts (n_mels, T), (T, n_mels), with or without a batch axis. layout: auto |
         mels-first | time-first. A mel in another preset's convention is converted when exact.
         """
-        arr = mel.detach().cpu().numpy() if isinstance(mel, Tensor) else np.asarray(mel)
-        if arr.dtype.kind not in "fiu":
-            raise DataError(f"mel has dtype {arr.dtype}, not a number type; pass a float array")
-        if arr.size == 0:
-            raise DataError("mel is empty (0 values)")
-        if arr.ndim not in (2, 3):
-            raise DataError(f"mel must be 2-D (n_mels, frames) or 3-D (batch, n_mels, frames); got {arr.ndim}-D shape {arr.shape}")
-        if not np.all(np.isfinite(arr)):
-            raise DataError("mel holds NaN or inf values")
+        arr = mel_input(mel)
+        arr = arr.cpu().numpy() if isinstance(arr, Tensor) else arr
         src = preset or self.preset
         n = get_preset(src).n_mels
         if src != self.preset and not can_convert(src, self.preset):
@@ -338,14 +405,18 @@ class Vocoder(GeneratorDefaults, nn.Module):
         steps: consistency steps (NFE = steps) or, for a teacher, Heun ODE steps. sigmas
         overrides the noise levels (decreasing). Audio is clamped to [-1, 1] unless clamp=False.
         """
-        m = mel if (isinstance(mel, Tensor) and mel.ndim == 3 and mel.shape[1] == self.n_mels) else self.prepare_mel(mel)
-        if m.numel() == 0 or not bool(torch.isfinite(m).all()):
-            raise DataError(f"mel of shape {tuple(m.shape)} is empty or holds NaN or inf values")
+        x = mel_input(mel)  # one set of checks for every layout, container and dtype
+        m = x if (isinstance(x, Tensor) and x.ndim == 3 and x.shape[1] == self.n_mels) else self.prepare_mel(x)
         m = m.to(self.device, torch.float32)
+        steps = check_steps(steps)
+        p = self.model.param
+        consistency = self.kind == "consistency"
+        if sigmas is not None:
+            sigmas = check_sigmas(sigmas, sigma_min=float(p.sigma_min), sigma_max=float(p.sigma_max) if consistency else None)
         B, _, F = m.shape
         shape = (B, 1, F * self.hop_length)
         fn = self._callable(F)
-        if self.kind == "consistency":
+        if consistency:
             s = tuple(sigmas) if sigmas is not None else self.sigmas_for(steps)
             audio = consistency_sample(fn, shape, sigmas=s, cond=m, generator=generator, device=self.device)
         else:

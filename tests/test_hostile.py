@@ -360,3 +360,104 @@ def test_a_teacher_model_dir_still_loads_as_a_denoiser(tmp_path):
     v = Vocoder.from_pretrained(tmp_path / "t")
     assert v.kind == "denoiser" and v.config.objective.kind == "dsm"
     assert Vocoder.from_pretrained().kind == "consistency"  # the shipped model passes the checks
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. Vocoder.decode: one validation path
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def voc():
+    return tiny_vocoder()
+
+
+def _mel3(b=2, frames=6):
+    return torch.randn(b, 80, frames, generator=torch.Generator().manual_seed(0)) - 4.0
+
+
+BAD_MELS = {
+    "complex_3d": (lambda: _mel3().to(torch.complex64), "complex64"),
+    "bool_3d": (lambda: _mel3() > -4, "torch.bool"),
+    "complex_2d": (lambda: _mel3(1)[0].to(torch.complex64), "complex64"),
+    "bool_numpy": (lambda: np.zeros((80, 6), dtype=bool), "bool"),
+    "nan_3d": (lambda: _mel3().index_put_((torch.tensor([0]),), torch.tensor(float("nan"))), "NaN"),
+    "inf_2d": (lambda: np.full((80, 6), np.inf, dtype=np.float32), "NaN or inf"),
+    "empty_3d": (lambda: torch.zeros(0, 80, 6), "empty"),
+    "ragged_arrays": (lambda: [np.zeros((80, 6), np.float32), np.zeros((80, 7), np.float32)], "ragged"),
+    "ragged_tensors": (lambda: [torch.zeros(80, 6), torch.zeros(80, 7)], "ragged"),
+    "ragged_lists": (lambda: [[0.0] * 6] * 80 + [[0.0] * 5], "ragged"),
+    "strings": (lambda: np.array([["a"] * 6] * 80), "not a real number type"),
+    "rank_4": (lambda: torch.zeros(1, 1, 80, 6), "4-D"),
+    "wrong_n_mels_3d": (lambda: torch.zeros(2, 81, 6), "80 mel bins"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MELS))
+def test_decode_refuses_bad_mels_naming_mel(voc, case):
+    make, needle = BAD_MELS[case]
+    with pytest.raises(CmaudioError, match="mel") as e:
+        voc.decode(make())
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64, torch.int32])
+@pytest.mark.parametrize("rank", [2, 3])
+def test_decode_accepts_every_real_dtype_in_every_layout(voc, dtype, rank):
+    mel = _mel3(1)
+    ref = voc.decode(mel, generator=torch.Generator().manual_seed(1))
+    x = mel.to(dtype)
+    got = voc.decode(x if rank == 3 else x[0], generator=torch.Generator().manual_seed(1))
+    want = voc.decode(x.to(torch.float32), generator=torch.Generator().manual_seed(1))
+    assert got.shape == ref.shape and torch.equal(got, want)
+    if rank == 2:  # time-first is detected for every dtype too
+        assert torch.equal(voc.decode(x[0].T, generator=torch.Generator().manual_seed(1)), want)
+
+
+BAD_ARGS = {
+    "steps_float": (dict(steps=2.5), "steps must be a whole number"),
+    "steps_bool": (dict(steps=True), "steps must be a whole number"),
+    "steps_zero": (dict(steps=0), "steps must be >= 1"),
+    "steps_text": (dict(steps="2"), "steps must be a whole number"),
+    "sigmas_empty": (dict(sigmas=[]), "sigmas is empty"),
+    "sigmas_increasing": (dict(sigmas=[0.3, 1.5]), "strictly decreasing"),
+    "sigmas_equal": (dict(sigmas=[1.0, 1.0]), "strictly decreasing"),
+    "sigmas_negative": (dict(sigmas=[-1.0]), "sigma_min"),
+    "sigmas_zero": (dict(sigmas=[0.0]), "sigma_min"),
+    "sigmas_nan": (dict(sigmas=[float("nan")]), "finite"),
+    "sigmas_inf": (dict(sigmas=[float("inf")]), "finite"),
+    "sigmas_above_max": (dict(sigmas=[80.0]), "sigma_max"),
+    "sigmas_scalar": (dict(sigmas=1.0), "sigmas must be a list"),
+    "sigmas_text": (dict(sigmas="abc"), "sigmas must be a list"),
+    "sigmas_objects": (dict(sigmas=[None]), "sigmas must hold numbers"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ARGS))
+def test_decode_refuses_bad_steps_and_sigmas(voc, case):
+    kw, needle = BAD_ARGS[case]
+    with pytest.raises(CmaudioError) as e:
+        voc.decode(_mel3(1), **kw)
+    assert needle in str(e.value)
+
+
+def test_decode_teacher_sigmas_checked_too():
+    from test_vocoder import tiny_vocoder as tiny_kind
+
+    teacher = tiny_kind("denoiser")
+    for bad in ([], [0.5, 1.0], [-1.0], [float("nan")]):
+        with pytest.raises(CmaudioError, match="sigmas"):
+            teacher.decode(_mel3(1), sigmas=bad)
+    with pytest.raises(CmaudioError, match="steps"):
+        teacher.decode(_mel3(1), steps=2.5)
+    out = teacher.decode(_mel3(1), sigmas=np.array([2.0, 0.5, 0.0002]))
+    assert torch.isfinite(out).all()
+
+
+def test_decode_good_sigmas_in_any_container(voc):
+    mel = _mel3(1)
+    a = voc.decode(mel, sigmas=(1.5, 0.3), generator=torch.Generator().manual_seed(2))
+    for s in ([1.5, 0.3], np.array([1.5, 0.3]), torch.tensor([1.5, 0.3], dtype=torch.float64)):
+        assert torch.equal(voc.decode(mel, sigmas=s, generator=torch.Generator().manual_seed(2)), a)
+    assert torch.equal(voc.decode(mel, steps=np.int64(1), generator=torch.Generator().manual_seed(2)),
+                       voc.decode(mel, steps=1, generator=torch.Generator().manual_seed(2)))
