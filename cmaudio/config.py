@@ -214,6 +214,7 @@ def validate(cfg: Config) -> None:
         if v not in choices:
             raise ConfigError(f"{sec}.{key} = {v!r} is not one of {', '.join(choices)}")
     m, o, t, d = cfg.model, cfg.objective, cfg.train, cfg.data
+    _check_finite(cfg)
     if not 0 < m.sigma_min < m.sigma_max:
         raise ConfigError(f"model.sigma_min ({m.sigma_min}) must be > 0 and < model.sigma_max ({m.sigma_max})")
     if m.sigma_data is not None and m.sigma_data <= 0:
@@ -260,6 +261,81 @@ def validate(cfg: Config) -> None:
     for k, sig in cfg.sampling.sigmas.items():
         if len(sig) != k or any(a <= b for a, b in zip(sig, sig[1:])):
             raise ConfigError(f"sampling.sigmas[{k}] must list {k} strictly decreasing sigmas (got {list(sig)})")
+        if sig and sig[-1] <= 0:
+            raise ConfigError(f"sampling.sigmas[{k}] must be positive (got {list(sig)})")
+    _check_ranges(cfg)
+
+
+def _check_finite(cfg: Config) -> None:
+    """Every number of every section is finite: NaN or inf never trains (e.g. sigma_max: .inf)."""
+    import math
+
+    def bad(v) -> bool:
+        return isinstance(v, float) and not math.isfinite(v)
+
+    for sec in SECTIONS:
+        for f in fields(getattr(cfg, sec)):
+            v = getattr(getattr(cfg, sec), f.name)
+            items = v.items() if isinstance(v, dict) else (enumerate(v) if isinstance(v, tuple) else [(None, v)])
+            for k, x in items:
+                xs = x if isinstance(x, tuple) else (x,)
+                if any(bad(y) for y in xs):
+                    where = f"{sec}.{f.name}" + (f"[{k!r}]" if k is not None and isinstance(v, dict) else
+                                                  (f"[{k}]" if k is not None else ""))
+                    raise ConfigError(f"{where} must be a finite number (got {x!r})")
+
+
+def _check_ranges(cfg: Config) -> None:
+    """Ranges outside which a value cannot work (a negative lr, betas >= 1, negative weights, ...)."""
+    m, o, t, d = cfg.model, cfg.objective, cfg.train, cfg.data
+    if not t.lr > 0:
+        raise ConfigError(f"train.lr must be > 0 (got {t.lr})")
+    for i, b in enumerate(t.betas):
+        if not 0 <= b < 1:
+            raise ConfigError(f"train.betas[{i}] must be in [0, 1) (got {b})")
+    if t.weight_decay < 0:
+        raise ConfigError(f"train.weight_decay must be >= 0 (got {t.weight_decay})")
+    if t.grad_clip < 0:
+        raise ConfigError(f"train.grad_clip must be >= 0 (0 turns clipping off; got {t.grad_clip})")
+    if t.warmup_steps < 0:
+        raise ConfigError(f"train.warmup_steps must be >= 0 (got {t.warmup_steps})")
+    if not 0 <= t.min_lr_ratio <= 1:
+        raise ConfigError(f"train.min_lr_ratio must be in [0, 1] (got {t.min_lr_ratio})")
+    if t.max_nonfinite < 1:
+        raise ConfigError(f"train.max_nonfinite must be >= 1 (got {t.max_nonfinite})")
+    if t.max_minutes is not None and not t.max_minutes > 0:
+        raise ConfigError(f"train.max_minutes must be > 0 or null (got {t.max_minutes})")
+    if d.num_workers < 0:
+        raise ConfigError(f"data.num_workers must be >= 0 (got {d.num_workers})")
+    if d.max_val_utterances < 0:
+        raise ConfigError(f"data.max_val_utterances must be >= 0 (got {d.max_val_utterances})")
+    if not d.val_seconds > 0:
+        raise ConfigError(f"data.val_seconds must be > 0 (got {d.val_seconds})")
+    if d.standin_segment < 1 or d.standin_smooth < 1:
+        raise ConfigError(f"data.standin_segment and data.standin_smooth must be >= 1 (got {d.standin_segment}, "
+                          f"{d.standin_smooth})")
+    if not 0 <= m.dropout < 1:
+        raise ConfigError(f"model.dropout must be in [0, 1) (got {m.dropout})")
+    if not m.rho > 0:
+        raise ConfigError(f"model.rho must be > 0 (got {m.rho})")
+    for name, w in o.distance.items():
+        if w < 0:
+            raise ConfigError(f"objective.distance.{name} must be a weight >= 0 (got {w}); a negative weight "
+                              "rewards the error")
+    if o.distance and not any(w > 0 for w in o.distance.values()) and o.kind != "dsm":
+        raise ConfigError("objective.distance weights are all 0: the consistency loss would be zero")
+    if o.huber_c is not None and not o.huber_c > 0:
+        raise ConfigError(f"objective.huber_c must be > 0 or null (got {o.huber_c})")
+    if not o.p_std > 0:
+        raise ConfigError(f"objective.p_std must be > 0 (got {o.p_std})")
+    if not 0 <= o.mu0 < 1:
+        raise ConfigError(f"objective.mu0 must be in [0, 1) (got {o.mu0})")
+    if o.total_steps is not None and o.total_steps < 1:
+        raise ConfigError(f"objective.total_steps must be >= 1 or null (got {o.total_steps})")
+    if o.teacher_ema is not None and not 0 < o.teacher_ema < 1:
+        raise ConfigError(f"objective.teacher_ema must be in (0, 1) or null (got {o.teacher_ema})")
+    if cfg.sampling.teacher_steps < 1:
+        raise ConfigError(f"sampling.teacher_steps must be >= 1 (got {cfg.sampling.teacher_steps})")
 
 
 SECTIONS = typing.get_type_hints(Config)  # section name -> dataclass
@@ -384,6 +460,27 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKey(f"key {key!r} is given twice (lines {seen[key]} and {line}); keep one")
+                seen[key] = line
+            except TypeError:  # an unhashable key: let PyYAML report it
+                continue
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict:
     try:
         text = path.read_text()
@@ -392,7 +489,9 @@ def _read_yaml(path: Path) -> dict:
     except OSError as e:
         raise ConfigError(f"cannot read recipe {path}: {e.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # safe_load semantics, duplicate keys refused
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
@@ -415,7 +514,9 @@ def load_raw(path: str | Path, _seen: tuple = ()) -> dict:
     from_dict(data, source=str(path))  # names the file where an unknown key sits
     merged: dict = {}
     if parents is not None:
-        for parent in [parents] if isinstance(parents, str) else list(parents):
+        if not (isinstance(parents, str) or (isinstance(parents, list) and all(isinstance(p, str) for p in parents))):
+            raise ConfigError(f"{path}: extends must be a recipe path or a list of them (got {parents!r})")
+        for parent in [parents] if isinstance(parents, str) else parents:
             merged = _deep_merge(merged, load_raw(path.parent / str(parent), (*_seen, real)))
     return _deep_merge(merged, data)
 

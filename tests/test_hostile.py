@@ -461,3 +461,74 @@ def test_decode_good_sigmas_in_any_container(voc):
         assert torch.equal(voc.decode(mel, sigmas=s, generator=torch.Generator().manual_seed(2)), a)
     assert torch.equal(voc.decode(mel, steps=np.int64(1), generator=torch.Generator().manual_seed(2)),
                        voc.decode(mel, steps=1, generator=torch.Generator().manual_seed(2)))
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. config values that cannot work are refused at load, naming the key
+# ----------------------------------------------------------------------------------------------
+
+
+BAD_SETS = {
+    "lr_nan": ("train.lr=.nan", "train.lr must be a finite number"),
+    "lr_negative": ("train.lr=-1.0e-4", "train.lr must be > 0"),
+    "lr_zero": ("train.lr=0", "train.lr must be > 0"),
+    "beta_one": ("train.betas=[0.9, 1.0]", "train.betas[1] must be in [0, 1)"),
+    "beta_negative": ("train.betas=[-0.1, 0.99]", "train.betas[0]"),
+    "beta_nan": ("train.betas=[.nan, 0.99]", "train.betas[0] must be a finite number"),
+    "num_workers": ("data.num_workers=-1", "data.num_workers must be >= 0"),
+    "sigma_max_inf": ("model.sigma_max=.inf", "model.sigma_max must be a finite number"),
+    "sigma_data_inf": ("model.sigma_data=.inf", "model.sigma_data must be a finite number"),
+    "distance_negative": ("objective.distance={pseudo_huber: -1.0}", "objective.distance.pseudo_huber must be a weight >= 0"),
+    "distance_nan": ("objective.distance={pseudo_huber: .nan}", "objective.distance['pseudo_huber'] must be a finite"),
+    "distance_all_zero": ("objective.distance={pseudo_huber: 0.0}", "all 0"),
+    "weight_decay": ("train.weight_decay=-0.1", "train.weight_decay must be >= 0"),
+    "grad_clip": ("train.grad_clip=-1", "train.grad_clip must be >= 0"),
+    "dropout": ("model.dropout=1.5", "model.dropout must be in [0, 1)"),
+    "sampling_sigmas_inf": ("sampling.sigmas={1: [.inf]}", "sampling.sigmas[1] must be a finite number"),
+    "sampling_sigmas_negative": ("sampling.sigmas={2: [1.0, -1.0]}", "sampling.sigmas[2] must be positive"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SETS))
+def test_config_values_that_cannot_work_are_refused(case, capsys):
+    from cmaudio.config import load
+    from cmaudio.errors import ConfigError
+
+    override, needle = BAD_SETS[case]
+    with pytest.raises(ConfigError) as e:
+        load(REPO / "recipes" / "mini_ct.yaml", [override])
+    assert needle in str(e.value) and "\n" not in str(e.value)
+    code, _, err = cli(capsys, "config", "show", REPO / "recipes" / "mini_ct.yaml", "--set", override)
+    assert_one_line_error(code, err, needle)
+
+
+@pytest.mark.parametrize("value", ["42", "{a: 1}", "[1, 2]", "true"])
+def test_extends_must_name_recipes(tmp_path, capsys, value):
+    r = tmp_path / "r.yaml"
+    r.write_text(f"extends: {value}\ntrain:\n  max_steps: 3\n")
+    code, _, err = cli(capsys, "config", "show", r)
+    assert_one_line_error(code, err, "extends must be a recipe path", "r.yaml")
+
+
+def test_duplicate_yaml_keys_are_refused(tmp_path, capsys):
+    from cmaudio.config import load
+
+    r = tmp_path / "r.yaml"
+    r.write_text("train:\n  lr: 1.0e-4\n  max_steps: 3\n  lr: 2.0e-4\n")
+    code, _, err = cli(capsys, "config", "show", r)
+    assert_one_line_error(code, err, "r.yaml", "'lr' is given twice", "lines 2 and 4")
+    r.write_text("train: {max_steps: 3}\nmodel: {size: tiny}\ntrain: {lr: 1.0e-4}\n")
+    code, _, err = cli(capsys, "config", "show", r)
+    assert_one_line_error(code, err, "'train' is given twice")
+    r.write_text("train: {lr: 1.0e-4, lr: 2.0e-4}\n")  # twice on one line
+    code, _, err = cli(capsys, "config", "show", r)
+    assert_one_line_error(code, err, "'lr' is given twice")
+    r.write_text("extends: " + str(REPO / "recipes" / "mini_ct.yaml") + "\ntrain:\n  lr: 1.0e-4\n")
+    assert load(r).train.lr == 1.0e-4  # a child overriding its parent is not a duplicate
+
+
+def test_every_shipped_recipe_still_loads():
+    from cmaudio.config import load
+
+    for r in sorted((REPO / "recipes").glob("*.yaml")):
+        load(r)
