@@ -11,7 +11,7 @@ shapes and the rest of the parameters default to the reference's ``params.py`` (
 
 The reference model is a VP epsilon-predictor on its training beta grid (Ho et al. 2020):
 x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, alpha_bar_t = prod_{s<=t} (1 - beta_s),
-with 0-based steps t = 0..T-1. As an EDM denoiser (DESIGN.md sec. 3; Karras et al. 2022 sec. 2
+with 0-based steps t = 0..T-1. As an EDM denoiser (docs/design.md sec. 2.15; Karras et al. 2022 sec. 2
 and Table 1, "VP"):
 
     sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t)           (the grid, increasing in t)
@@ -236,7 +236,7 @@ class VPDenoiser(nn.Module):
     """A reference-architecture (VP, epsilon-prediction) DiffWave as an EDM denoiser D(x, sigma).
 
     D(x, sigma) = x - sigma eps_hat(x / sqrt(1 + sigma^2), t(sigma), cond) (module docstring;
-    DESIGN.md sec. 3). Valid for sigma in [sigma_min, sigma_max] = [sigma_0, sigma_{T-1}] of the
+    docs/design.md sec. 2.15). Valid for sigma in [sigma_min, sigma_max] = [sigma_0, sigma_{T-1}] of the
     beta grid; outside it t(sigma) is clamped to the grid's end steps (the formula still uses the
     given sigma).
 

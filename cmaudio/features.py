@@ -1,6 +1,6 @@
 """Log-mel spectrograms in the exact conventions of the TTS / vocoder stacks cmaudio serves.
 
-This is the ONE mel definition of the package (DESIGN.md section 4): a vocoder owns a
+This is the ONE mel definition of the package (docs/design.md section 3): a vocoder owns a
 `MelSpectrogram` built from a named preset, so copy-synthesis is exact, and a mel produced by
 another stack is accepted only in that stack's convention.
 
@@ -282,7 +282,7 @@ _COQUI_STFT = dict(
 PRESETS: Mapping[str, MelPreset] = types.MappingProxyType(
     {
         # jik876/hifi-gan meldataset.py mel_spectrogram + config_v1.json; Grad-TTS, Matcha-TTS
-        # (before mel_mean/std), BigVGAN 22 kHz 80-band fmax 8k. DESIGN.md section 4 default.
+        # (before mel_mean/std), BigVGAN 22 kHz 80-band fmax 8k. docs/design.md section 3 default.
         "hifigan": MelPreset(
             name="hifigan",
             source="jik876/hifi-gan meldataset.mel_spectrogram (config_v1); Grad-TTS, Matcha-TTS, BigVGAN 22k fmax 8k",
@@ -482,7 +482,7 @@ def _min_samples(p: MelPreset) -> int:
 
 
 class MelSpectrogram(nn.Module):
-    """Waveform -> log-mel spectrogram in a preset's convention (module docstring, DESIGN.md 4).
+    """Waveform -> log-mel spectrogram in a preset's convention (module docstring, docs/design.md section 3).
 
     Args:
         preset: a preset name (see `PRESETS`) or a `MelPreset`.

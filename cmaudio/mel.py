@@ -26,7 +26,7 @@ Data (training, `MelDomain`)
   space): the model learns the residual r = x_n - cond_n and generation returns
   cond_n + f(sigma_max z, sigma_max; cond), i.e. the trajectory starts at cond_n + sigma_max z.
   sigma_data is the measured RMS of what the model learns (about 1.0 for ``zero``, the residual's
-  RMS for ``cond``; DESIGN.md sec. 3: sigma_data is a property of the data).
+  RMS for ``cond``; docs/design.md sec. 2.16: sigma_data is a property of the data).
 - Batches: random crops of up to F = data.segment_length / hop frames, right-padded to F with a
   mask (B, 1, F), 1 = valid, so utterances of any length train and every item's noise has the
   same shape (per-item seeds then make 2-process DDP equal 1-process training, and resume exact).

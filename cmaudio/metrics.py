@@ -60,7 +60,7 @@ __all__ = [
 PESQ_SAMPLE_RATE = 16000
 #: auraloss.freq.MultiResolutionSTFTLoss defaults: (fft_size, hop_size, win_length) in samples.
 MRSTFT_RESOLUTIONS = ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240))
-LOGMEL_SAMPLE_RATE = 22050  # the hifigan preset's rate (DESIGN.md section 4)
+LOGMEL_SAMPLE_RATE = 22050  # the hifigan preset's rate (docs/design.md section 3)
 MCD_SAMPLE_RATE = 22050
 MCD_N_FFT = 1024
 MCD_HOP = 256
@@ -278,7 +278,7 @@ def logmel_l1(ref, est, sr: int) -> float:
     """Mean absolute difference of hifigan-preset log-mel spectrograms.
 
     M = cmaudio.features.MelSpectrogram("hifigan") (22050 Hz, n_fft 1024, hop 256, win 1024, 80 Slaney
-    mels 0-8000 Hz, reflect pad (n_fft-hop)/2, center=False, ln(clamp(|X|, 1e-5)); DESIGN.md section 4).
+    mels 0-8000 Hz, reflect pad (n_fft-hop)/2, center=False, ln(clamp(|X|, 1e-5)); docs/design.md section 3).
     Both signals are resampled to the preset's rate (22050 Hz) when `sr` differs.
     Returns mean_{bins, frames} |M_ref - M_est| in nats of magnitude; 0 for identical signals, lower is better.
     """

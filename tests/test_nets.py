@@ -417,7 +417,7 @@ def test_vp_denoiser_matches_hand_formula(tmp_path):
     ab = np.cumprod(1 - beta)
     grid = np.sqrt((1 - ab) / ab)
     assert den.sigma_min == pytest.approx(grid[0]) and den.sigma_max == pytest.approx(grid[-1])
-    assert 0.0099 < den.sigma_min < 0.0101 and 1.55 < den.sigma_max < 1.65  # DESIGN.md: ~0.01 .. ~1.6
+    assert 0.0099 < den.sigma_min < 0.0101 and 1.55 < den.sigma_max < 1.65  # docs/design.md sec. 2.15: ~0.01 .. ~1.6
     sigmas = [grid[0], grid[7], grid[-1], np.sqrt(grid[20] * grid[21]), 0.05, 0.8, 1.2345]
     g = torch.Generator().manual_seed(4)
     x = torch.randn(1, 1, 2 * 256, generator=g) * 0.5

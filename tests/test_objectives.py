@@ -1,4 +1,4 @@
-"""Objectives on problems with known answers (DESIGN.md sec. 3; issue 3)."""
+"""Objectives on problems with known answers (docs/design.md sec. 2; issue 3)."""
 
 import math
 

@@ -1,6 +1,6 @@
 """Networks F(x, c_noise, cond, mask) and a registry to build them by name.
 
-Every network follows one contract (DESIGN.md sec. 5: networks know nothing of sigma):
+Every network follows one contract (docs/design.md sec. 4: networks know nothing of sigma):
 
     forward(x: (B, C, T), c_noise: (B,), cond: (B, C_cond, T_cond) | None,
             mask: (B, 1, T) | None = None) -> (B, C, T)
