@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from cmaudio import metrics as M
-from cmaudio.errors import ConfigError, DataError
+from cmaudio.errors import CmaudioError, ConfigError, DataError
 
 WAV = Path(__file__).resolve().parents[1] / "egs/mini/data/ljspeech_mini/wavs/LJ001-0013.wav"
 SNRS_DB = (40, 30, 20, 10)  # decreasing SNR: every metric must get strictly worse along this list
@@ -53,14 +53,19 @@ def test_identical_signals_perfect_f0(speech):
     assert out == {"f0_rmse_cents": 0.0, "vuv_error": 0.0}
 
 
+CLASSIC = ("pesq", "stoi", "mrstft", "logmel_l1", "mcd", "f0_rmse_cents", "vuv_error")
+
+
 def test_compute_all_names_and_perfect(speech):
     y, sr = speech
-    names = list(M.METRIC_NAMES)
+    names = list(CLASSIC)
     out = M.compute_all(y, y, sr, metrics=names)
     assert list(out) == names
     for n in names:
         assert abs(out[n] - M.PERFECT_SCORE[n]) <= (0.01 if n == "pesq" else 1e-6), (n, out[n])
     assert set(M.HIGHER_IS_BETTER) == set(M.METRIC_NAMES) == set(M.METRIC_DEFINITIONS)
+    assert set(M.GRIFFINLIM_FOOLED) == set(M.METRIC_NAMES)
+    assert set(M.PERFECT_SCORE) == set(M.METRIC_NAMES) - {"visqol", "dnsmos_ovrl", "dnsmos_sig"}
     assert M.HIGHER_IS_BETTER["pesq"] and M.HIGHER_IS_BETTER["stoi"] and not M.HIGHER_IS_BETTER["mcd"]
 
 
@@ -202,7 +207,9 @@ GOOD = np.sin(np.arange(8000) / 10.0)
         (None, "None"),
     ],
 )
-@pytest.mark.parametrize("fn", [M.pesq_wb, M.stoi, M.mrstft, M.logmel_l1, M.mcd, M.f0_metrics, M.compute_all])
+@pytest.mark.parametrize(
+    "fn", [M.pesq_wb, M.stoi, M.mrstft, M.logmel_l1, M.mcd, M.f0_metrics, M.visqol, M.periodicity_metrics, M.compute_all]
+)
 def test_bad_input_raises_dataerror(fn, bad, match):
     with pytest.raises(DataError, match=match):
         fn(GOOD, bad, 16000)
@@ -225,3 +232,91 @@ def test_torch_input_and_too_short():
         M.pesq_wb(GOOD[:1000], GOOD[:1000], 16000)
     with pytest.raises(DataError, match="stoi"):
         M.stoi(GOOD[:3000], GOOD[:3000], 16000)
+
+
+def test_dnsmos_bad_input():
+    for bad, match in [(np.zeros(0), "empty"), (np.full(8000, np.nan), "NaN"), (np.zeros(16000), "all zeros"),
+                       (GOOD[:2000], "too short")]:
+        with pytest.raises(DataError, match=match):
+            M.dnsmos(bad, 16000)
+
+
+# --- the eval extra: ViSQOL, DNSMOS, CREPE periodicity on known pairs ----------------------------
+def test_visqol_identical_best_noise_worse(speech, noisy):
+    y, sr = speech
+    same = M.visqol(y, y.copy(), sr)
+    at20 = M.visqol(y, noisy[20], sr)
+    noise = M.visqol(y, noisy[10] - y, sr)  # the noise alone, no speech
+    assert 4.3 <= same <= 5.0, same
+    assert same > at20 + 1.0 and at20 > noise, (same, at20, noise)
+    assert noise < 1.5, noise
+    assert M.visqol(y, 0.5 * y, sr) == pytest.approx(same, abs=0.02)  # level-invariant (NSIM)
+
+
+def test_dnsmos_recording_beats_noisy_and_noise(speech, noisy):
+    y, sr = speech
+    clean = M.dnsmos(y, sr)
+    at10 = M.dnsmos(noisy[10], sr)
+    noise = M.dnsmos(noisy[10] - y, sr)
+    assert set(clean) == {"dnsmos_ovrl", "dnsmos_sig"}
+    assert all(1.0 <= v <= 5.0 for d in (clean, at10, noise) for v in d.values()), (clean, at10, noise)
+    assert clean["dnsmos_ovrl"] > at10["dnsmos_ovrl"] + 0.5 > noise["dnsmos_ovrl"] + 0.5, (clean, at10, noise)
+    assert clean["dnsmos_sig"] > noise["dnsmos_sig"] + 1.0, (clean, noise)
+
+
+def test_periodicity_identical_perfect_noise_worse(speech, noisy):
+    y, sr = speech
+    same = M.periodicity_metrics(y, y.copy(), sr, model="tiny")
+    assert same == {"periodicity_rmse": 0.0, "vuv_f1": 1.0}
+    at10 = M.periodicity_metrics(y, noisy[10], sr, model="tiny")
+    noise = M.periodicity_metrics(y, noisy[10] - y, sr, model="tiny")
+    assert 0.0 < at10["periodicity_rmse"] < noise["periodicity_rmse"], (at10, noise)
+    assert noise["periodicity_rmse"] > 0.2 and noise["vuv_f1"] < 0.5 < at10["vuv_f1"] < 1.0, (at10, noise)
+    with pytest.raises(ConfigError, match="full"):
+        M.periodicity_metrics(y, y, sr, model="large")
+
+
+def test_compute_all_reuses_reference_analyses(speech, noisy, monkeypatch):
+    """Default CREPE ('full', as CARGAN) and pYIN run once on the reference however many estimates are scored."""
+    y, sr = speech
+    ref, est = y[: int(0.6 * sr)], noisy[20][: int(0.6 * sr)]
+    calls = {"crepe": 0, "pyin": 0}
+    real_crepe, real_pyin = M._crepe, M._pyin
+
+    def crepe(x, model):
+        calls["crepe"] += 1
+        assert model == "full"
+        return real_crepe(x, model)
+
+    def pyin(x):
+        calls["pyin"] += 1
+        return real_pyin(x)
+
+    monkeypatch.setattr(M, "_crepe", crepe)
+    monkeypatch.setattr(M, "_pyin", pyin)
+    names = ["periodicity_rmse", "vuv_f1", "f0_rmse_cents", "vuv_error"]
+    cache: dict = {}
+    same = M.compute_all(ref, ref.copy(), sr, metrics=names, ref_cache=cache)
+    assert calls == {"crepe": 2, "pyin": 2}
+    assert same == {"f0_rmse_cents": 0.0, "vuv_error": 0.0, "periodicity_rmse": 0.0, "vuv_f1": 1.0}
+    worse = M.compute_all(ref, est, sr, metrics=names, ref_cache=cache)
+    assert calls == {"crepe": 3, "pyin": 3}  # only the new estimate was analysed
+    assert worse["periodicity_rmse"] > 0.0 and worse["vuv_f1"] <= 1.0
+    M.compute_all(est, ref, sr, metrics=["vuv_error"], ref_cache=cache)  # another reference: the cache is renewed
+    assert calls["pyin"] == 5 and ("crepe", "full") not in cache
+
+
+def test_missing_package_is_one_line_naming_the_extra(speech, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("torchcrepe", "ai_edge_litert") else real(name, *a))
+    monkeypatch.setattr(M, "pesq_wb", lambda *a: pytest.fail("computed a metric before checking packages"))
+    y, sr = speech
+    with pytest.raises(M.MissingPackageError) as e:
+        M.compute_all(y, y, sr, metrics=["pesq", "visqol", "vuv_f1"])
+    msg = str(e.value)
+    assert "\n" not in msg and "pip install 'cmaudio[eval]'" in msg
+    assert "torchcrepe (for vuv_f1)" in msg and "visqol-python[lattice] (for visqol)" in msg
+    assert isinstance(e.value, CmaudioError)
+    M.require(["pesq", "mrstft"])  # installed: no error
