@@ -1041,10 +1041,12 @@ def decode_files(
     jobs = []
     for f in map(Path, inputs):
         if f.suffix.lower() == ".wav":
-            cond = dec.standin(dec.mel(torch.from_numpy(load_audio(f, dec.sample_rate))).cpu())
+            audio = load_audio(f, dec.sample_rate, clip=dec.features.preset.clip_audio)
+            cond = dec.standin(dec.mel(torch.from_numpy(audio)).cpu())
         elif f.suffix.lower() == ".npy":
+            arr = load_npy(f)  # its errors name the path already
             try:
-                cond = dec._as_batch(load_npy(f), dec.cond_channels, "cond").cpu()
+                cond = dec._as_batch(arr, dec.cond_channels, "cond").cpu()
             except DataError as e:
                 raise DataError(f"{f}: {e}") from None
             if cond.shape[0] != 1:

@@ -532,3 +532,96 @@ def test_every_shipped_recipe_still_loads():
 
     for r in sorted((REPO / "recipes").glob("*.yaml")):
         load(r)
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. the smaller items
+# ----------------------------------------------------------------------------------------------
+
+
+def test_npy_errors_name_the_path_once(tmp_path, model_dir, capsys):
+    np.save(tmp_path / "t.npy", mel_array(10))
+    data = (tmp_path / "t.npy").read_bytes()
+    (tmp_path / "t.npy").write_bytes(data[: len(data) // 2])
+    np.save(tmp_path / "w.npy", mel_array(10, n_mels=81))
+    for bad, needle in [("t.npy", "truncated"), ("w.npy", "mel bins")]:
+        code, _, err = cli(capsys, "vocode", tmp_path / bad, "-m", model_dir, "-o", tmp_path / "out")
+        line = assert_one_line_error(code, err, needle)
+        assert line.count(str(tmp_path / bad)) == 1, line
+    from cmaudio.mel import MelDecoder
+
+    dec = MelDecoder.new("hifigan", size="tiny", prior="cond", mel_mean=torch.zeros(80) - 4, mel_std=torch.ones(80),
+                         sigma_data=0.5)
+    dec.save_pretrained(tmp_path / "dec")
+    np.save(tmp_path / "c.npy", mel_array(10, n_mels=81))
+    for bad, needle in [("t.npy", "truncated"), ("c.npy", "cond")]:
+        code, _, err = cli(capsys, "mel-decode", tmp_path / bad, "-m", tmp_path / "dec", "-o", tmp_path / "out")
+        line = assert_one_line_error(code, err, needle)
+        assert line.count(str(tmp_path / bad)) == 1, line
+
+
+def test_truncated_wav_and_absurd_mel_warn(tmp_path, model_dir, capsys):
+    wav = speech_wav(tmp_path / "cut.wav", 0.5)
+    data = wav.read_bytes()
+    wav.write_bytes(data[: len(data) // 2])  # the header still declares the whole length
+    np.save(tmp_path / "huge.npy", np.full((80, 10), 1e30, dtype=np.float32))
+    np.save(tmp_path / "fine.npy", mel_array(10))
+    code, _, err = cli(capsys, "vocode", wav, tmp_path / "huge.npy", tmp_path / "fine.npy", "-m", model_dir,
+                       "-o", tmp_path / "out")
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2, err
+    assert "cut.wav" in warnings[0] and "truncated" in warnings[0]
+    assert "huge.npy" in warnings[1] and "1e+30" in warnings[1]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cut.wav", "fine.wav", "huge.wav"]
+    # an intact wav and an ordinary mel warn about nothing
+    code, _, err = cli(capsys, "vocode", speech_wav(tmp_path / "ok.wav", 0.3), tmp_path / "fine.npy", "-m", model_dir,
+                       "-o", tmp_path / "out2")
+    assert code == 0 and "warning" not in err, err
+    from cmaudio.data.audio import wav_truncation
+
+    assert wav_truncation(tmp_path / "ok.wav") is None and "truncated" in wav_truncation(wav)
+
+
+def _loud_float_wav(path: Path) -> tuple[Path, np.ndarray]:
+    t = np.arange(24000) / 24000
+    a = (1.6 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)  # float audio with peaks above 1
+    sf.write(str(path), a, 24000, subtype="FLOAT")
+    return path, a
+
+
+def test_only_stacks_that_clip_see_clipped_audio(tmp_path, capsys):
+    from cmaudio.features import MelSpectrogram, get_preset
+
+    wav, a = _loud_float_wav(tmp_path / "loud.wav")
+    code, _, err = cli(capsys, "mel", wav, "-o", tmp_path / "vocos", "--preset", "vocos")
+    assert code == 0, err
+    got = np.load(tmp_path / "vocos" / "loud.npy")
+    ref = MelSpectrogram("vocos")(torch.from_numpy(a))[0].numpy()  # Vocos analyses the float audio as is
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    clipped = MelSpectrogram("vocos")(torch.from_numpy(np.clip(a, -1, 1)))[0].numpy()
+    assert np.abs(got - clipped).max() > 0.1
+    # DiffWave's preprocess clamps to [-1, 1] first: so does its preset
+    assert get_preset("diffwave").clip_audio and not get_preset("hifigan").clip_audio
+    code, _, err = cli(capsys, "mel", wav, "-o", tmp_path / "dw", "--preset", "diffwave")
+    assert code == 0, err
+    from cmaudio.data import load_audio
+
+    x = load_audio(wav, 22050, clip=False)
+    assert np.abs(x).max() > 1.2
+    want = MelSpectrogram("diffwave")(torch.from_numpy(np.clip(x, -1, 1)))[0].numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "dw" / "loud.npy"), want, atol=1e-5)
+
+
+def test_vocoder_mel_clips_only_for_clipping_presets():
+    from cmaudio.build import build_model
+    from cmaudio.config import Config, replace
+    from cmaudio.features import MelSpectrogram
+    from cmaudio.vocoder import Vocoder
+
+    a = torch.from_numpy((1.6 * np.sin(2 * np.pi * 220 * np.arange(8192) / 22050)).astype(np.float32))
+    for preset, clips in (("hifigan", False), ("diffwave", True)):
+        cfg = replace(Config(), model={"size": "tiny", "sigma_data": 0.087}, features={"preset": preset})
+        v = Vocoder(build_model(cfg, 0.087, "consistency"), cfg)
+        want = MelSpectrogram(preset)(a.clamp(-1, 1) if clips else a)
+        assert torch.allclose(v.mel(a), want, atol=1e-6)
