@@ -127,7 +127,13 @@ def _audio_inputs(inputs: List[Path], exts: tuple[str, ...]) -> list[Path]:
             raise DataError(f"{p}: no such file or directory")
     if not files:
         raise DataError(f"no input files found (looked for {', '.join(exts)})")
-    return files
+    return _unique(files)
+
+
+def _unique(files: list[Path]) -> list[Path]:
+    """The same file named twice (a.npy a.npy, or a file and its directory) is processed once."""
+    seen: set[Path] = set()
+    return [f for f in files if not (f.resolve() in seen or seen.add(f.resolve()))]
 
 
 @app.command()
@@ -197,6 +203,7 @@ def vocode(
     files: list[Path] = []
     for p in inputs:  # a directory gives its .npy mels only: without -o the wavs written land beside them
         files += _audio_inputs([p], (".npy",) if p.is_dir() else (".npy", ".wav"))
+    files = _unique(files)
     plan = []  # (source, destinations, loaded .npy array or None): every output is known before any compute
     for f in files:
         if f.suffix.lower() == ".wav":

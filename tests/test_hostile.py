@@ -625,3 +625,11 @@ def test_vocoder_mel_clips_only_for_clipping_presets():
         v = Vocoder(build_model(cfg, 0.087, "consistency"), cfg)
         want = MelSpectrogram(preset)(a.clamp(-1, 1) if clips else a)
         assert torch.allclose(v.mel(a), want, atol=1e-6)
+
+
+def test_the_same_input_twice_is_vocoded_once(tmp_path, model_dir, capsys):
+    np.save(tmp_path / "a.npy", mel_array(10))
+    code, out, err = cli(capsys, "vocode", tmp_path / "a.npy", tmp_path / "a.npy", tmp_path, "-m", model_dir,
+                         "-o", tmp_path / "out")
+    assert code == 0, err
+    assert "wrote 1 wav file(s)" in out and tree(tmp_path / "out") == ["a.wav"]
