@@ -23,7 +23,7 @@ if in_stage 3 "consistency training (iCT), no teacher"; then
   run "${train_cmd[@]}" "recipes/${name}_ct.yaml" --set data.root="$data" --run-dir "$exp/ct" --resume
 fi
 if in_stage 4 "export model directories"; then
-  for m in teacher cd ct; do run cmaudio export "$exp/$m" -o "$exp/models/$m" --onnx; done
+  for m in teacher cd ct; do run cmaudio export "$exp/$m" -o "$exp/models/$m" --onnx --overwrite; done
 fi
 if in_stage 5 "evaluate on held-out utterances"; then
   for m in cd ct; do

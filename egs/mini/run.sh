@@ -32,7 +32,7 @@ if in_stage 3 "consistency training (iCT) from data alone"; then
 fi
 if in_stage 4 "export model directories"; then
   for m in teacher cd ct; do
-    run cmaudio export "$exp/$m" -o "$exp/models/$m"
+    run cmaudio export "$exp/$m" -o "$exp/models/$m" --overwrite
   done
 fi
 if in_stage 5 "evaluate on the held-out clips"; then
@@ -42,17 +42,17 @@ if in_stage 5 "evaluate on the held-out clips"; then
   done
 fi
 if in_stage 6 "vocode mels of the held-out clips"; then
-  run cmaudio mel "$data/wavs/LJ001-0011.wav" "$data/wavs/LJ001-0017.wav" "$data/wavs/LJ001-0027.wav" -o "$exp/mels" --preset hifigan
+  run cmaudio mel "$data/wavs/LJ001-0011.wav" "$data/wavs/LJ001-0017.wav" "$data/wavs/LJ001-0027.wav" -o "$exp/mels" --preset hifigan --overwrite
   for m in cd ct; do
-    run cmaudio vocode "$exp/mels" -m "$exp/models/$m" -o "$exp/wavs_$m" --steps 1
+    run cmaudio vocode "$exp/mels" -m "$exp/models/$m" -o "$exp/wavs_$m" --steps 1 --overwrite
   done
 fi
 if in_stage 7 "mel decoder (TTS-side): train, decode a stand-in prior, vocode"; then
   run cmaudio train recipes/mini_mel_ct.yaml --set train.max_steps="${MINI_MEL_STEPS:-300}" "${extra[@]}" --set data.root="$data" --run-dir "$exp/mel_ct" --resume --quiet
-  run cmaudio export "$exp/mel_ct" -o "$exp/models/mel_ct"
+  run cmaudio export "$exp/mel_ct" -o "$exp/models/mel_ct" --overwrite
   # .wav inputs: the decoder is fed the stand-in prior (an over-smoothed mel) computed from each clip
-  run cmaudio mel-decode "$data/wavs/LJ001-0011.wav" "$data/wavs/LJ001-0017.wav" -m "$exp/models/mel_ct" -o "$exp/mel_decoded"
-  run cmaudio vocode "$exp/mel_decoded" -m "$exp/models/ct" -o "$exp/wavs_mel_decoder"
+  run cmaudio mel-decode "$data/wavs/LJ001-0011.wav" "$data/wavs/LJ001-0017.wav" -m "$exp/models/mel_ct" -o "$exp/mel_decoded" --overwrite
+  run cmaudio vocode "$exp/mel_decoded" -m "$exp/models/ct" -o "$exp/wavs_mel_decoder" --overwrite
 fi
 if [ "$dry_run" = 0 ]; then
   cat <<MSG
