@@ -369,15 +369,26 @@ def evaluate(
     max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="crop each utterance"),
     device: str = typer.Option("cpu", "--device"),
     seed: int = typer.Option(0, "--seed"),
+    baseline: List[str] = typer.Option([], "--baseline", help="add training-free rows: griffinlim (32 and 64 "
+                                       "iterations on the same mel); without -m only the baselines are scored"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="mel preset for baselines without -m (default hifigan)"),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="comma-separated metric names (default: all)"),
 ) -> None:
     """Copy-synthesis quality on held-out utterances: metrics, plot and a listening page."""
     from cmaudio.evaluate import evaluate as run
 
     if split not in ("heldout", "val", "all"):
         raise DataError(f"--split must be heldout, val or all (got {split!r})")
+    names = None
+    if metrics is not None:
+        names = [m.strip() for m in metrics.split(",") if m.strip()]
+        if not names:
+            raise DataError(f"--metrics must name at least one metric (got {metrics!r})")
+    baselines = [b.strip() for item in baseline for b in item.split(",") if b.strip()]
     res = run(str(data), model_dir=str(model) if model else None, fmt=fmt, steps=_int_list(steps, "--steps"),
               teacher_dir=str(teacher) if teacher else None, teacher_steps=_int_list(teacher_steps, "--teacher-steps"),
-              out_dir=out, split=split, limit=limit, max_seconds=max_seconds, device=_device(device), seed=seed)
+              out_dir=out, split=split, limit=limit, max_seconds=max_seconds, device=_device(device), seed=seed,
+              metrics=names, baselines=baselines, preset=preset)
     from cmaudio.report import markdown_table, summarize
 
     typer.echo(markdown_table(summarize(res)))

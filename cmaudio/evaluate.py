@@ -1,10 +1,12 @@
 """`cmaudio evaluate`: copy-synthesis quality of vocoders on held-out utterances, with a report.
 
-For each setting (a model and a number of steps) every held-out utterance is vocoded from its
-own mel (copy-synthesis) and scored against the recording with cmaudio.metrics (PESQ-WB, STOI,
-MR-STFT, log-mel L1, MCD, F0 RMSE in cents, V/UV error); the report (cmaudio.report) gives
-per-utterance scores, means with 95% intervals, NFE and the real-time factor of each setting,
-a quality-vs-NFE plot and a listening page.
+For each setting (a model and a number of steps, or a Griffin-Lim baseline and its iteration
+count) every held-out utterance is vocoded from its own mel (copy-synthesis) and scored against
+the recording with cmaudio.metrics (PESQ-WB, STOI, ViSQOL, MR-STFT, log-mel L1, MCD, F0 RMSE in
+cents, V/UV error, DNSMOS OVRL/SIG, CREPE periodicity RMSE and V/UV F1); the ground truth is a row
+too. The report (cmaudio.report) gives per-utterance scores, means with 95% intervals, NFE and the
+real-time factor of each setting, which metrics Griffin-Lim fools, a quality-vs-NFE plot and a
+listening page.
 
 Held-out utterances: the `val` (and `test`) split of the corpus under the split rule recorded
 in the model's own config (data.split_seed, data.val_fraction, data.test_fraction), so they are
@@ -19,15 +21,21 @@ from typing import Optional, Sequence
 
 import torch
 
-from cmaudio.errors import DataError
+from cmaudio.baselines import GRIFFINLIM_ITERS
+from cmaudio.errors import ConfigError, DataError
 from cmaudio.io import write_wav_atomic
 from cmaudio.vocoder import Vocoder
 
 
-def held_out_utterances(vocoder: Vocoder, root: str, fmt: str, split: str = "val", limit: Optional[int] = None):
+BASELINES = ("griffinlim",)
+
+
+def held_out_utterances(source, root: str, fmt: str, split: str = "val", limit: Optional[int] = None):
+    """Utterances of `root` in `split` under the split rule of `source` (a Vocoder: its config's data
+    section; or a DataConfig, e.g. ``Config().data`` when only baselines are evaluated)."""
     from cmaudio.data import list_utterances, split_utterances
 
-    d = vocoder.config.data
+    d = source.config.data if isinstance(source, Vocoder) else source
     utts = list_utterances(root, fmt, vctk_mic=d.vctk_mic, libritts_subsets=d.libritts_subsets)
     if split != "all":
         parts = split_utterances(utts, seed=d.split_seed, val_fraction=d.val_fraction, test_fraction=d.test_fraction)
@@ -35,6 +43,16 @@ def held_out_utterances(vocoder: Vocoder, root: str, fmt: str, split: str = "val
     if not utts:
         raise DataError(f"no held-out ({split}) utterances in {root}; pass --split all to evaluate every file")
     return utts[:limit] if limit else utts
+
+
+def _timed(fn, device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return out, time.perf_counter() - t0
 
 
 def evaluate(
@@ -52,65 +70,125 @@ def evaluate(
     device: str = "cpu",
     seed: int = 0,
     metrics: Optional[Sequence[str]] = None,
+    baselines: Sequence[str] = (),
+    preset: Optional[str] = None,
+    griffinlim_iters: Sequence[int] = GRIFFINLIM_ITERS,
     progress=None,
 ) -> dict:
-    """Evaluate a model (and optionally a teacher) and write the report to out_dir; returns results."""
+    """Evaluate a model (and optionally a teacher and baselines) and write the report to out_dir.
+
+    Rows: the ground truth (every metric of each recording against itself; DNSMOS is its own
+    quality), each model at each step count, and for ``baselines=("griffinlim",)`` one row per
+    Griffin-Lim iteration count (``griffinlim-32``, ``griffinlim-64``: cmaudio.baselines on the same
+    mel, NFE column = iterations, no network). With baselines and no `model_dir` only the ground
+    truth and the baselines are scored, on `preset`'s mel (default hifigan) and the default split
+    rule (``Config().data``); without baselines a missing `model_dir` means the shipped default model.
+
+    Each recording is cropped to a whole number of mel hops so that every row is scored on the same
+    samples; its mel is computed once and shared by all rows, and its reference analyses (pYIN,
+    CREPE) are computed once (cmaudio.metrics.compute_all's ref_cache). Missing metric packages
+    raise MissingPackageError before anything runs. Returns the results (see cmaudio.report).
+    """
+    from cmaudio.baselines import griffinlim
+    from cmaudio.config import Config
     from cmaudio.data import load_utterance_audio
-    from cmaudio.metrics import compute_all
+    from cmaudio.features import MelSpectrogram, get_preset
+    from cmaudio.metrics import METRIC_NAMES, compute_all, require
     from cmaudio.report import write_report
 
+    baselines = list(dict.fromkeys(baselines))
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise ConfigError(f"unknown baseline(s) {unknown}; choose from {list(BASELINES)}")
+    iters = sorted(set(int(n) for n in griffinlim_iters))
+    if baselines and (not iters or min(iters) < 1):
+        raise ConfigError(f"griffinlim iterations must be positive integers, got {list(griffinlim_iters)}")
+    wanted = list(METRIC_NAMES) if metrics is None else ([metrics] if isinstance(metrics, str) else list(metrics))
+    bad = [m for m in wanted if m not in METRIC_NAMES]
+    if bad:
+        raise ConfigError(f"unknown metric(s) {bad}; choose from {list(METRIC_NAMES)}")
+    require(wanted)  # one line naming the extra, before any vocoding
+
     out_dir = Path(out_dir)
-    voc = Vocoder.from_pretrained(model_dir, device=device)
-    models = [("cm" if voc.kind == "consistency" else "teacher", voc, list(steps))]
+    models = []
+    voc = None
+    if model_dir is not None or not baselines:
+        voc = Vocoder.from_pretrained(model_dir, device=device)
+        if preset is not None and get_preset(preset).name != voc.preset:
+            raise DataError(f"--preset {preset!r} differs from the model's {voc.preset!r} mels; drop --preset "
+                            "(baselines invert the model's own mel)")
+        models.append(("cm" if voc.kind == "consistency" else "teacher", voc, list(steps)))
+    mel_preset = voc.preset if voc is not None else get_preset(preset or "hifigan").name
     if teacher_dir:
         t = Vocoder.from_pretrained(teacher_dir, device=device)
-        if t.preset != voc.preset:
-            raise DataError(f"the teacher uses {t.preset!r} mels but the model {voc.preset!r}; compare like with like")
+        if t.preset != mel_preset:
+            raise DataError(f"the teacher uses {t.preset!r} mels but the model {mel_preset!r}; compare like with like")
         models.append(("teacher", t, list(teacher_steps)))
-    utts = held_out_utterances(voc, data_root, fmt, split, limit)
-    sr = voc.sample_rate
+    features = voc.features if voc is not None else MelSpectrogram(mel_preset)
+    p = features.preset
+    sr, hop = int(features.sample_rate), int(features.hop_length)
+    utts = held_out_utterances(voc if voc is not None else Config().data, data_root, fmt, split, limit)
     results: dict = {
-        "meta": {"model": str(model_dir or "default"), "teacher": str(teacher_dir) if teacher_dir else None,
+        "meta": {"model": str(model_dir or ("default" if voc is not None else "none")),
+                 "teacher": str(teacher_dir) if teacher_dir else None, "baselines": baselines or None,
                  "data": str(data_root), "format": fmt, "split": split, "utterances": len(utts), "device": device,
-                 "sample_rate": sr, "preset": voc.preset, "seed": seed},
+                 "sample_rate": sr, "preset": mel_preset, "seed": seed},
         "settings": [],
-        "ground_truth": {"audio": {}},
+        "ground_truth": {"audio": {}, "per_utterance": {}},
     }
-    refs = {}
+    refs, mels, caches = {}, {}, {}
     for u in utts:
         a = load_utterance_audio(u, sr)
         if max_seconds:
             a = a[: int(max_seconds * sr)]
+        a = a[: (a.shape[-1] // hop) * hop]  # whole hops: every row (frames * hop samples) covers the same span
+        if a.shape[-1] < features.min_samples:
+            raise DataError(f"{u.id}: {a.shape[-1]} samples are too short for a {mel_preset!r} mel")
         refs[u.id] = a
+        with torch.no_grad():
+            x = a.clamp(-1.0, 1.0) if getattr(p, "clip_audio", False) else a
+            mels[u.id] = (voc.mel(a.to(voc.device)) if voc is not None else features(x.unsqueeze(0)))
+        caches[u.id] = {}
         rel = f"audio/ground_truth/{u.id}.wav"
         write_wav_atomic(out_dir / rel, a.numpy(), sr)
         results["ground_truth"]["audio"][u.id] = rel
+        ref_np = a.numpy()
+        results["ground_truth"]["per_utterance"][u.id] = compute_all(ref_np, ref_np, sr, metrics=wanted,
+                                                                     ref_cache=caches[u.id])
+        if progress:
+            progress(f"ground truth {u.id}")
+
+    def run_setting(setting: dict, generate, dev: torch.device) -> None:
+        compute, audio_s = 0.0, 0.0
+        for i, (uid, a) in enumerate(refs.items()):
+            gen, dt = _timed(lambda: generate(i, mels[uid]), dev)
+            compute += dt
+            audio_s += gen.shape[-1] / sr
+            gen_np = gen.detach().cpu().numpy()
+            rel = f"audio/{setting['name']}/{uid}.wav"
+            write_wav_atomic(out_dir / rel, gen_np, sr)
+            setting["audio"][uid] = rel
+            setting["per_utterance"][uid] = compute_all(a.numpy(), gen_np, sr, metrics=wanted, ref_cache=caches[uid])
+            if progress:
+                progress(f"{setting['name']} {uid}")
+        setting["rtf"] = compute / audio_s
+        setting["xrt"] = audio_s / compute
+        results["settings"].append(setting)
+
     for family, v, step_list in models:
         for k in step_list:
-            name = f"{family}-{k}step"
-            setting = {"name": name, "family": family, "nfe": v.nfe(k), "steps": k, "per_utterance": {}, "audio": {}}
-            compute, audio_s = 0.0, 0.0
-            for i, (uid, a) in enumerate(refs.items()):
-                mel = v.mel(a.to(v.device))
-                g = torch.Generator().manual_seed(seed + i)
-                if v.device.type == "cuda":
-                    torch.cuda.synchronize(v.device)
-                t0 = time.perf_counter()
-                gen = v.decode(mel, steps=k, generator=g)[0]
-                if v.device.type == "cuda":
-                    torch.cuda.synchronize(v.device)
-                compute += time.perf_counter() - t0
-                audio_s += gen.shape[-1] / sr
-                gen_np = gen.cpu().numpy()
-                rel = f"audio/{name}/{uid}.wav"
-                write_wav_atomic(out_dir / rel, gen_np, sr)
-                setting["audio"][uid] = rel
-                setting["per_utterance"][uid] = compute_all(a.numpy(), gen_np, sr, metrics=metrics)
-                if progress:
-                    progress(f"{name} {uid}")
-            setting["rtf"] = compute / audio_s
-            setting["xrt"] = audio_s / compute
-            results["settings"].append(setting)
+            setting = {"name": f"{family}-{k}step", "family": family, "nfe": v.nfe(k), "steps": k,
+                       "per_utterance": {}, "audio": {}}
+            run_setting(setting, lambda i, mel, v=v, k=k: v.decode(mel.to(v.device), steps=k,
+                                                                   generator=torch.Generator().manual_seed(seed + i))[0],
+                        v.device)
+    if "griffinlim" in baselines:
+        for n in iters:
+            setting = {"name": f"griffinlim-{n}", "family": "griffinlim", "nfe": n, "steps": None,
+                       "note": f"Griffin-Lim baseline, {n} iterations on the same mel (NFE = iterations; no network, "
+                               "no training)", "per_utterance": {}, "audio": {}}
+            run_setting(setting, lambda i, mel, n=n: griffinlim(mel.cpu(), p, n_iter=n, seed=seed + i)[0],
+                        torch.device("cpu"))
     paths = write_report(results, out_dir)
-    results["paths"] = {k: str(p) for k, p in paths.items() if not isinstance(p, dict)}
+    results["paths"] = {k: str(path) for k, path in paths.items() if not isinstance(path, dict)}
     return results

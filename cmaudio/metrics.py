@@ -542,13 +542,14 @@ def f0_metrics(ref, est, sr: int, ref_cache: dict | None = None) -> dict[str, fl
     """
     r, e, sr = _prepare(ref, est, sr)
     cache = _reference_cache(ref_cache, r, sr)
+    same = np.array_equal(r, e)  # the ground-truth row: one analysis serves both
     e = _resample(e, sr, F0_SAMPLE_RATE)
     if e.shape[0] < F0_FRAME_LENGTH:
         raise DataError(f"f0: signals shorter than {F0_FRAME_LENGTH / F0_SAMPLE_RATE:.3f} s cannot be analysed")
     if "pyin" not in cache:
-        cache["pyin"] = _pyin(_resample(r, sr, F0_SAMPLE_RATE))
+        cache["pyin"] = _pyin(e) if same else _pyin(_resample(r, sr, F0_SAMPLE_RATE))
     f_ref, v_ref = cache["pyin"]
-    f_est, v_est = _pyin(e)
+    f_est, v_est = (f_ref, v_ref) if same else _pyin(e)
     n = min(f_ref.shape[0], f_est.shape[0])
     f_ref, v_ref, f_est, v_est = f_ref[:n], v_ref[:n], f_est[:n], v_est[:n]
     both = v_ref & v_est & np.isfinite(f_ref) & np.isfinite(f_est)
@@ -673,10 +674,11 @@ def periodicity_metrics(ref, est, sr: int, model: str = CREPE_MODEL, ref_cache: 
     if e16.shape[0] <= CREPE_PAD:
         raise DataError(f"periodicity: signals of {e16.shape[0]} samples at 16 kHz are too short; need > {CREPE_PAD}")
     key = ("crepe", model)
+    same = np.array_equal(r, e)  # the ground-truth row: one analysis serves both
     if key not in cache:
-        cache[key] = _crepe(_resample(r, sr, CREPE_SAMPLE_RATE), model)
+        cache[key] = _crepe(e16 if same else _resample(r, sr, CREPE_SAMPLE_RATE), model)
     p_ref, v_ref = cache[key]
-    p_est, v_est = _crepe(e16, model)
+    p_est, v_est = (p_ref, v_ref) if same else _crepe(e16, model)
     n = min(p_ref.shape[0], p_est.shape[0])
     p_ref, v_ref, p_est, v_est = p_ref[:n], v_ref[:n], p_est[:n], v_est[:n]
     tp = int(np.sum(v_ref & v_est))

@@ -16,7 +16,8 @@ Results structure (what an evaluation produces and `write_report` consumes; plai
         },
         ...
       ],
-      "ground_truth": {"audio": {"LJ001-0013": "audio/ground_truth/LJ001-0013.wav", ...}},  # optional
+      "ground_truth": {"audio": {"LJ001-0013": "audio/ground_truth/LJ001-0013.wav", ...},   # optional
+                       "per_utterance": {"LJ001-0013": {"pesq": 4.64, "dnsmos_ovrl": 3.2, ...}}},  # optional row
       "spectrograms": {"cm-1step": {"LJ001-0013": "spectrograms/cm-1step/LJ001-0013.png"},
                        "ground_truth": {...}},    # optional; write_report draws missing ones
     }
@@ -25,6 +26,12 @@ Every file path is relative to the report directory (POSIX separators); absolute
 so the directory stays self-contained and movable. Metric names and their meaning come from
 `cmaudio.metrics` (``METRIC_NAMES``, ``HIGHER_IS_BETTER``, ``METRIC_DEFINITIONS``); other metric
 names are carried through unannotated.
+
+A setting whose family is ``griffinlim`` (cmaudio.baselines; NFE = iterations) is the training-free floor:
+the table and page then say which metrics it fools (cmaudio.metrics.GRIFFINLIM_FOOLED) and, where model
+settings are present too, on which metrics it scored at least as well as the best of them in this run.
+Ground-truth scores (``ground_truth.per_utterance``, the recordings against themselves; DNSMOS is their
+own quality) form the first table row.
 
 `summarize` returns a copy with, per setting, ``"summary": {metric: {"mean", "ci95", "n"}}`` (ci95 is
 the half-width of the 95 % Student-t interval over utterances, NaN for n = 1; NaN per-utterance values,
@@ -52,7 +59,14 @@ import numpy as np
 
 from cmaudio.errors import DataError
 from cmaudio.io import atomic_path, write_text_atomic
-from cmaudio.metrics import HIGHER_IS_BETTER, METRIC_DEFINITIONS, METRIC_NAMES, _as_signal, mean_ci95
+from cmaudio.metrics import (
+    GRIFFINLIM_FOOLED,
+    HIGHER_IS_BETTER,
+    METRIC_DEFINITIONS,
+    METRIC_NAMES,
+    _as_signal,
+    mean_ci95,
+)
 
 __all__ = [
     "GROUND_TRUTH",
@@ -60,6 +74,7 @@ __all__ = [
     "write_json",
     "read_json",
     "markdown_table",
+    "griffinlim_notes",
     "write_markdown",
     "plot_quality_vs_nfe",
     "write_html",
@@ -80,7 +95,14 @@ METRIC_LABELS = {
     "mcd": "MCD (dB)",
     "f0_rmse_cents": "F0 RMSE (cents)",
     "vuv_error": "V/UV error",
+    "visqol": "ViSQOL",
+    "dnsmos_ovrl": "DNSMOS OVRL",
+    "dnsmos_sig": "DNSMOS SIG",
+    "periodicity_rmse": "periodicity RMSE",
+    "vuv_f1": "V/UV F1",
 }
+
+GRIFFINLIM_FAMILY = "griffinlim"
 
 RTF_DEFINITION = (
     "RTF = compute seconds / generated audio seconds (lower is better); xRT = 1 / RTF, "
@@ -107,6 +129,17 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
+def _validate_scores(per: Any, where: str) -> None:
+    if not isinstance(per, Mapping):
+        raise DataError(f"{where}: 'per_utterance' must map utterance id -> {{metric: value}}")
+    for utt, values in per.items():
+        if not isinstance(values, Mapping):
+            raise DataError(f"{where}, utterance {utt!r}: metrics must be a dict")
+        for metric, value in values.items():
+            if value is not None and not _is_number(value):
+                raise DataError(f"{where}, utterance {utt!r}: {metric} = {value!r} is not a number")
+
+
 def _validate(results: Mapping) -> None:
     if not isinstance(results, Mapping):
         raise DataError(f"results must be a dict, got {type(results).__name__}")
@@ -129,15 +162,7 @@ def _validate(results: Mapping) -> None:
         for key in ("rtf", "xrt"):
             if s.get(key) is not None and not _is_number(s[key]):
                 raise DataError(f"setting {name!r}: {key!r} must be a number or null, got {s[key]!r}")
-        per = s.get("per_utterance", {})
-        if not isinstance(per, Mapping):
-            raise DataError(f"setting {name!r}: 'per_utterance' must map utterance id -> {{metric: value}}")
-        for utt, values in per.items():
-            if not isinstance(values, Mapping):
-                raise DataError(f"setting {name!r}, utterance {utt!r}: metrics must be a dict")
-            for metric, value in values.items():
-                if value is not None and not _is_number(value):
-                    raise DataError(f"setting {name!r}, utterance {utt!r}: {metric} = {value!r} is not a number")
+        _validate_scores(s.get("per_utterance", {}), f"setting {name!r}")
         audio = s.get("audio", {})
         if not isinstance(audio, Mapping):
             raise DataError(f"setting {name!r}: 'audio' must map utterance id -> relative wav path")
@@ -148,6 +173,7 @@ def _validate(results: Mapping) -> None:
         raise DataError("results['ground_truth'] must be {'audio': {utterance id: relative wav path}}")
     for utt, path in gt.get("audio", {}).items():
         _check_relpath(path, f"ground truth audio {utt!r}")
+    _validate_scores(gt.get("per_utterance", {}), "ground truth")
     specs = results.get("spectrograms", {}) or {}
     if not isinstance(specs, Mapping):
         raise DataError("results['spectrograms'] must map setting name -> {utterance id: relative png path}")
@@ -170,13 +196,27 @@ def _metric_order(names) -> list[str]:
     return [m for m in METRIC_NAMES if m in names] + sorted(names - set(METRIC_NAMES))
 
 
+def _summary(per: Mapping, metrics: list[str]) -> dict:
+    summary = {}
+    for m in metrics:
+        values = [v[m] for v in per.values() if m in v]
+        values = [float("nan") if v is None else float(v) for v in values]
+        finite = [v for v in values if not math.isnan(v)]
+        if not values:
+            continue
+        mean, half = mean_ci95(values)
+        summary[m] = {"mean": mean, "ci95": half, "n": len(finite)}
+    return summary
+
+
 def summarize(results: Mapping) -> dict:
     """Return a deep copy of `results` with per-setting means and 95 % intervals added.
 
     Adds ``setting["summary"][metric] = {"mean": float, "ci95": float, "n": int}`` (`mean_ci95` over the
     setting's utterances; None/NaN values skipped) and top-level ``"metrics"`` (ordered as
     cmaudio.metrics.METRIC_NAMES, unknown names after, sorted), ``"metric_definitions"``,
-    ``"higher_is_better"``. The input is not modified. Raises DataError for a malformed structure.
+    ``"higher_is_better"``; ground-truth scores, if any, get ``ground_truth["summary"]`` likewise.
+    The input is not modified. Raises DataError for a malformed structure.
     """
     _validate(results)
     out = copy.deepcopy(dict(results))
@@ -184,21 +224,18 @@ def summarize(results: Mapping) -> dict:
     out.setdefault("ground_truth", {"audio": {}})
     out["ground_truth"].setdefault("audio", {})
     out.setdefault("spectrograms", {})
-    metrics = _metric_order({m for s in out["settings"] for v in s.get("per_utterance", {}).values() for m in v})
+    gt_per = out["ground_truth"].get("per_utterance") or {}
+    metrics = _metric_order(
+        {m for s in out["settings"] for v in s.get("per_utterance", {}).values() for m in v}
+        | {m for v in gt_per.values() for m in v}
+    )
     for s in out["settings"]:
         s.setdefault("per_utterance", {})
         s.setdefault("audio", {})
         s.setdefault("family", _family(s))
-        summary = {}
-        for m in metrics:
-            values = [v[m] for v in s["per_utterance"].values() if m in v]
-            values = [float("nan") if v is None else float(v) for v in values]
-            finite = [v for v in values if not math.isnan(v)]
-            if not values:
-                continue
-            mean, half = mean_ci95(values)
-            summary[m] = {"mean": mean, "ci95": half, "n": len(finite)}
-        s["summary"] = summary
+        s["summary"] = _summary(s["per_utterance"], metrics)
+    if gt_per:
+        out["ground_truth"]["summary"] = _summary(gt_per, metrics)
     out["metrics"] = metrics
     out["metric_definitions"] = {m: METRIC_DEFINITIONS[m] for m in metrics if m in METRIC_DEFINITIONS}
     out["higher_is_better"] = {m: HIGHER_IS_BETTER[m] for m in metrics if m in HIGHER_IS_BETTER}
@@ -283,6 +320,10 @@ def _metric_header(metric: str) -> str:
 def _table_rows(res: Mapping) -> tuple[list[str], list[list[str]]]:
     header = ["setting", "NFE", "RTF", "xRT", "n"] + [_metric_header(m) for m in res["metrics"]]
     rows = []
+    gt = res.get("ground_truth") or {}
+    if gt.get("summary"):
+        n = max((e.get("n", 0) for e in gt["summary"].values()), default=len(gt.get("per_utterance", {})))
+        rows.append(["ground truth", "-", "-", "-", str(n)] + [_fmt_mean_ci(gt["summary"].get(m)) for m in res["metrics"]])
     for s in res["settings"]:
         n = max((e.get("n", 0) for e in s["summary"].values()), default=len(s.get("per_utterance", {})))
         cells = []
@@ -309,6 +350,58 @@ def _footnote_metrics(res: Mapping) -> list[str]:
     return first + [m for m in res["metrics"] if m in defs and m not in first]
 
 
+def _better_or_equal(metric: str, a: float, b: float) -> bool:
+    return a >= b if HIGHER_IS_BETTER.get(metric, True) else a <= b
+
+
+def griffinlim_notes(results: Mapping) -> list[str]:
+    """Sentences about the Griffin-Lim rows (empty when the results have none).
+
+    1. Which of the reported metrics Griffin-Lim is known to fool (cmaudio.metrics.GRIFFINLIM_FOOLED):
+       it keeps the mel magnitude but not a coherent phase.
+    2. When model settings are present too: the metrics on which the best Griffin-Lim row scored at
+       least as well as the best model row in this run (means), and those on which it did not.
+    """
+    res = _summarized(results)
+    gl = [s for s in res["settings"] if (s.get("family") or _family(s)) == GRIFFINLIM_FAMILY]
+    if not gl:
+        return []
+    models = [s for s in res["settings"] if (s.get("family") or _family(s)) != GRIFFINLIM_FAMILY]
+    label = lambda ms: ", ".join(METRIC_LABELS.get(m, m) for m in ms)  # noqa: E731
+    fooled = [m for m in res["metrics"] if GRIFFINLIM_FOOLED.get(m) is True]
+    honest = [m for m in res["metrics"] if GRIFFINLIM_FOOLED.get(m) is False]
+    notes = []
+    if fooled or honest:
+        text = (f"Griffin-Lim ({', '.join(s['name'] for s in gl)}; NFE = iterations, no network, no training) is "
+                "the training-free floor: it reproduces the mel magnitude with an incoherent phase.")
+        if fooled:
+            text += f" Metrics it fools (they rank it near neural vocoders): {label(fooled)}."
+        if honest:
+            text += (f" Metrics it does not fool (they expose its phase: buzz, smearing, lost periodicity): "
+                     f"{label(honest)}.")
+        notes.append(text)
+    if models:
+        wins, losses = [], []
+        for m in res["metrics"]:
+            def best(settings):
+                vals = [float(s["summary"][m]["mean"]) for s in settings
+                        if m in s["summary"] and s["summary"][m].get("mean") is not None
+                        and not math.isnan(float(s["summary"][m]["mean"]))]
+                if not vals:
+                    return None
+                return max(vals) if HIGHER_IS_BETTER.get(m, True) else min(vals)
+            g, b = best(gl), best(models)
+            if g is None or b is None:
+                continue
+            (wins if _better_or_equal(m, g, b) else losses).append(m)
+        if wins:
+            notes.append(f"In this run Griffin-Lim scored at least as well as the best model setting on {label(wins)}"
+                         + (f", and worse on {label(losses)}." if losses else "."))
+        elif losses:
+            notes.append(f"In this run every model setting beat Griffin-Lim on every metric ({label(losses)}).")
+    return notes
+
+
 def markdown_table(results: Mapping) -> str:
     """The metrics table as GitHub Markdown: one row per setting, mean ± 95 % CI half-width per metric,
     followed by footnotes defining every metric (MCD and F0 first) and RTF."""
@@ -328,6 +421,9 @@ def markdown_table(results: Mapping) -> str:
     lines.append("")
     lines.append("Values are mean ± half-width of the 95 % Student-t confidence interval over n utterances.")
     lines.append("")
+    for note in griffinlim_notes(res):
+        lines.append(note)
+        lines.append("")
     for m in _footnote_metrics(res):
         lines.append(f"[^{_footnote_key(m)}]: {METRIC_LABELS.get(m, m)}: {defs[m]}")
     lines.append(f"[^rtf]: {RTF_DEFINITION}")
@@ -556,6 +652,8 @@ def write_html(results: Mapping, out_dir: str | Path) -> Path:
     for row in rows:
         p.append("<tr><td>" + esc(row[0]) + "</td>" + "".join(f'<td class="num">{esc(c)}</td>' for c in row[1:]) + "</tr>")
     p.append("</table>")
+    for note in griffinlim_notes(res):
+        p.append(f'<p class="note">{esc(note)}</p>')
     if (out_dir / PLOT_NAME).is_file():
         p.append(f'<img src="{_src(PLOT_NAME)}" alt="quality versus NFE" style="max-width:100%">')
     defs = res.get("metric_definitions", {})
@@ -565,7 +663,8 @@ def write_html(results: Mapping, out_dir: str | Path) -> Path:
     p.append(f"<dt>RTF, xRT</dt><dd>{esc(RTF_DEFINITION)}</dd></dl>")
 
     p.append("<h2>Listening examples</h2>")
-    columns = [(GROUND_TRUTH, "ground truth", (res.get("ground_truth") or {}).get("audio", {}), {})]
+    gt = res.get("ground_truth") or {}
+    columns = [(GROUND_TRUTH, "ground truth", gt.get("audio", {}), gt.get("per_utterance") or {})]
     columns += [(s["name"], f"{s['name']} (NFE {int(s['nfe'])})", s.get("audio", {}), s.get("per_utterance", {})) for s in res["settings"]]
     for utt in _utterances(res):
         p.append(f'<h3 id="{esc(_safe_name(utt))}">{esc(utt)}</h3>')
