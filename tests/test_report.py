@@ -209,3 +209,29 @@ def test_plot_single_nfe_and_missing_metric(results, tmp_path):
     md = R.markdown_table(results)
     assert "| cm-2step | 1 |" in md and "n/a" in md
     assert not math.isnan(R.summarize(results)["settings"][0]["summary"]["pesq"]["mean"])
+
+
+def test_ground_truth_row_and_griffinlim_notes(results, tmp_path):
+    res = copy.deepcopy(results)
+    res["ground_truth"]["per_utterance"] = {u: {"pesq": 4.64, "stoi": 1.0, "mcd": 0.0, "dnsmos_ovrl": 3.0 + k}
+                                            for k, u in enumerate(UTTS)}
+    res["settings"].append({"name": "griffinlim-64", "family": "griffinlim", "nfe": 64,
+                            "per_utterance": {u: {"pesq": 3.8, "stoi": 0.99, "mcd": 6.0} for u in UTTS}})
+    assert R.griffinlim_notes(results) == []  # no Griffin-Lim row, nothing said
+    s = R.summarize(res)
+    assert s["ground_truth"]["summary"]["dnsmos_ovrl"]["mean"] == pytest.approx(3.5)
+    assert s["metrics"] == ["pesq", "stoi", "mcd", "f0_rmse_cents", "dnsmos_ovrl"]
+    notes = R.griffinlim_notes(s)
+    assert "Metrics it fools (they rank it near neural vocoders): PESQ-WB, STOI, MCD (dB)." in notes[0]
+    assert "does not fool (they expose its phase: buzz, smearing, lost periodicity): DNSMOS OVRL." in notes[0]
+    # best model: PESQ 3.7 (cm-2step) < 3.8, STOI 0.96 < 0.99; MCD 2.75 beats GL's 6.0
+    assert notes[1] == "In this run Griffin-Lim scored at least as well as the best model setting on PESQ-WB, STOI, and worse on MCD (dB)."
+    md = R.markdown_table(s)
+    rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| setting")]
+    assert rows[0].startswith("| ground truth | - | - | - | 2 | 4.640 ± 0.000 |") and "3.500 ± 6.353" in rows[0]
+    assert rows[-1].startswith("| griffinlim-64 | 64 |")
+    assert notes[0] in md and notes[1] in md
+    bad = copy.deepcopy(res)
+    bad["ground_truth"]["per_utterance"]["utt-a"]["pesq"] = "high"
+    with pytest.raises(DataError, match="ground truth"):
+        R.summarize(bad)
