@@ -61,7 +61,8 @@ def test_run_scripts_are_valid_shell(script):
     subprocess.run(["bash", "-n", str(script)], check=True)
 
 
-@pytest.mark.parametrize("script", [s for s in RUN_SCRIPTS if s.parent.name != "gpu"], ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("script", [s for s in RUN_SCRIPTS if s.parent.name not in ("gpu", "quality")],
+                         ids=lambda p: p.parent.name)
 def test_dry_run_prints_every_stage(script):
     out = subprocess.run(["bash", str(script), "--dry-run"], cwd=ROOT, capture_output=True, text=True, check=True)
     stages = [line for line in out.stderr.splitlines() if line.startswith("=== stage")]
@@ -73,6 +74,25 @@ def test_dry_run_prints_every_stage(script):
     one = subprocess.run(["bash", str(script), "--dry-run", "--stage", "4", "--stop-stage", "4"], cwd=ROOT,
                          capture_output=True, text=True, check=True)
     assert all(" export " in c for c in one.stdout.splitlines() if c.strip())
+
+
+def test_quality_ladder_dry_run(tmp_path):
+    """Every contender of the ladder trains, exports and evaluates on the held-out clips at 1, 2, 4 steps;
+    CD counts its teacher in the budget; the dry run writes nothing."""
+    exp = tmp_path / "ladder"
+    out = subprocess.run(["bash", "egs/quality/run.sh", "--dry-run", "--exp", str(exp)], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    cmds = [c.replace("\\,", ",") for c in out.stdout.splitlines() if c.strip()]  # printf %q escapes commas
+    assert all(c.split()[0] in ("cmaudio", "python") for c in cmds), cmds
+    assert not exp.exists()
+    for name in ("ict10", "cd10", "extras10", "ict30", "cd30", "extras30"):
+        mine = [c for c in cmds if f"{exp}/{name}/" in c]
+        assert any(" train " in c for c in mine) and any(" evaluate " in c and "--steps 1,2,4" in c for c in mine), name
+    assert any("--baseline griffinlim" in c for c in cmds)
+    cd30 = [c for c in cmds if f"{exp}/cd30/" in c and " train " in c]
+    assert "train.max_minutes=10" in cd30[0] and "train.max_minutes=20" in cd30[1]  # teacher + CD = 30 minutes
+    assert any("consistency_weight=0" in c for c in cmds if f"{exp}/extras10/" in c)
+    assert sum("vocos_peer.py" in c for c in cmds) == 4  # train + evaluate, at 10 and 30 minutes
 
 
 @pytest.mark.slow

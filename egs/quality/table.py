@@ -1,0 +1,128 @@
+"""Collect the quality ladder: one table and one plot from the contenders' held-out reports.
+
+    python egs/quality/table.py EXP_DIR            # writes EXP_DIR/ladder.md, ladder.json, ladder.png
+
+Reads EXP_DIR/<contender>/report/report.json (written by `cmaudio evaluate` or
+egs/quality/vocos_peer.py --evaluate) and, for the curve, the metrics.jsonl of each training run
+under EXP_DIR/<contender>/run*/ (val/1step_logmel_l1 and val/1step_mrstft against val/minutes,
+on the held-out validation clips). Budgets are read from EXP_DIR/<contender>/budget.txt.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+COLUMNS = [  # (metric key, header, format)
+    ("pesq_wb", "PESQ-wb", "{:.2f}"),
+    ("stoi", "STOI", "{:.3f}"),
+    ("visqol", "ViSQOL", "{:.2f}"),
+    ("logmel_l1", "log-mel L1", "{:.3f}"),
+    ("mrstft", "MR-STFT", "{:.3f}"),
+    ("mcd", "MCD", "{:.2f}"),
+    ("dnsmos_ovrl", "DNSMOS OVRL", "{:.2f}"),
+    ("periodicity_rmse", "periodicity", "{:.3f}"),
+    ("vuv_f1", "V/UV F1", "{:.3f}"),
+]
+
+
+def _budget(d: Path) -> str:
+    f = d / "budget.txt"
+    return f.read_text().strip() if f.is_file() else ""
+
+
+def collect(exp: Path) -> list[dict]:
+    rows = []
+    for rep in sorted(exp.glob("*/report/report.json")):
+        contender = rep.parent.parent.name
+        res = json.loads(rep.read_text())
+        for s in res["settings"]:
+            rows.append({"contender": contender, "setting": s["name"], "budget": _budget(rep.parent.parent),
+                         "n": max((v.get("n", 0) for v in s["summary"].values()), default=0),
+                         "xrt": s.get("xrt"),
+                         **{m: (s["summary"][m]["mean"], s["summary"][m]["ci95"]) for m in s["summary"]}})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    present = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+    head = "| contender | setting | budget | " + " | ".join(h for _, h, _ in present) + " |"
+    lines = [head, "|" + "---|" * (3 + len(present))]
+    for r in rows:
+        cells = []
+        for key, _, fmt in present:
+            if key in r and r[key][0] is not None and r[key][0] == r[key][0]:
+                m, ci = r[key]
+                cells.append(fmt.format(m) + (f" ± {fmt.format(ci)}" if ci == ci and ci else ""))
+            else:
+                cells.append("")
+        lines.append(f"| {r['contender']} | {r['setting']} | {r['budget']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def curves(exp: Path) -> dict[str, list[tuple[float, float, float]]]:
+    """contender -> [(minutes, val log-mel L1, val MR-STFT)] over its training run(s), the teacher's minutes
+    first for CD (runs are read in name order and their minutes chained)."""
+    out = {}
+    for d in sorted(p for p in exp.iterdir() if p.is_dir()):
+        pts, offset = [], 0.0
+        for run in sorted(d.glob("run*")):
+            last = 0.0
+            f = run / "metrics.jsonl"
+            if not f.is_file():
+                continue
+            for line in f.read_text().splitlines():
+                row = json.loads(line)
+                if "val/minutes" in row and "val/1step_logmel_l1" in row:
+                    last = row["val/minutes"]
+                    pts.append((offset + last, row["val/1step_logmel_l1"], row.get("val/1step_mrstft", float("nan"))))
+                elif "val/minutes" in row:  # a teacher: its minutes count, its scores are not the student's
+                    last = row["val/minutes"]
+            offset += last
+        if pts:
+            out[d.name] = pts
+    return out
+
+
+def plot(curv: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name, pts in curv.items():
+        t = [p[0] for p in pts]
+        axes[0].plot(t, [p[1] for p in pts], marker="o", label=name)
+        axes[1].plot(t, [p[2] for p in pts], marker="o", label=name)
+    for ax, title in zip(axes, ["held-out 1-step log-mel L1", "held-out 1-step MR-STFT"]):
+        ax.set_xlabel("training minutes (wall clock)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python egs/quality/table.py EXP_DIR", file=sys.stderr)
+        return 2
+    exp = Path(argv[0])
+    rows = collect(exp)
+    (exp / "ladder.md").write_text(markdown(rows))
+    (exp / "ladder.json").write_text(json.dumps({"rows": rows, "curves": curves(exp)}, indent=1))
+    c = curves(exp)
+    if c:
+        plot(c, exp / "ladder.png")
+    print(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
