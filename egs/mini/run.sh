@@ -16,6 +16,9 @@ budget=(--set train.max_steps="${MINI_STEPS:-400}")  # fixed CPU budget; raise i
 read -r -a extra <<< "${MINI_EXTRA:-}"               # more --set overrides for every training (tests use tiny nets)
 budget+=("${extra[@]}")
 eval_seconds=${MINI_EVAL_SECONDS:-4}
+# Every metric but CREPE periodicity (about 2 CPU-seconds per audio second per row), to keep the demo's budget;
+# `cmaudio evaluate` without --metrics computes them all.
+eval_metrics=${MINI_EVAL_METRICS:-pesq,stoi,visqol,mrstft,logmel_l1,mcd,f0_rmse_cents,vuv_error,dnsmos_ovrl,dnsmos_sig}
 
 if in_stage 0 "check the embedded corpus"; then
   run cmaudio data check "$data" --format ljspeech --sample-rate 22050
@@ -38,7 +41,7 @@ fi
 if in_stage 5 "evaluate on the held-out clips"; then
   for m in cd ct; do
     run cmaudio evaluate "$data" -m "$exp/models/$m" --steps 1,2 --teacher "$exp/models/teacher" --teacher-steps 6 \
-      --max-seconds "$eval_seconds" -o "$exp/report_$m"
+      --baseline griffinlim --metrics "$eval_metrics" --max-seconds "$eval_seconds" -o "$exp/report_$m"
   done
 fi
 if in_stage 6 "vocode mels of the held-out clips"; then
