@@ -7,10 +7,21 @@ clock (``time.perf_counter``; ``torch.cuda.synchronize`` before and after each c
 of `repeats` timed calls after max(`warmup`, 1) untimed ones (the first of them is the
 memory probe).
 
+Slow settings (run_bench ``slow_s``, default `SLOW_S` = 3 s): a setting whose call is
+estimated above slow_s (the seconds per network evaluation of the same model and batch at its
+previous step count, times its NFE) gets one timed call and no untimed one; one whose probe
+call or first timed call is measured above it gets no further calls. Such a record has
+slow=True, repeats=1 and a note; the table marks its call count "1*". With these the default
+plan (every setting below) takes minutes on 2 CPU cores, where timing the 50-step DiffWave
+settings ten times each took ~25; ``slow_s=None`` (CLI ``--full``) times everything.
+Records are handed to ``on_record`` as each setting completes (the CLI prints its row then).
+
 Settings (``name``):
 
 - ``cmaudio-<size>``: a nets.UNet1d wave preset in models.ConsistencyModel, sampled with
   sampling.consistency_sample in k steps (NFE = k).
+- ``cmaudio-framenet-<size>``: a nets.FrameNet preset (frame-rate ConvNeXt, iSTFT head) in
+  models.ConsistencyModel, sampled the same way.
 - ``cmaudio-teacher``: nets.DiffWave (fourier embedding) in models.Denoiser, sampled with
   sampling.ode_sample, Euler, k steps (NFE = k).
 - ``diffwave-reference``: the PyPI ``diffwave`` (0.1.7) DiffWave(params), 30 layers x 64
@@ -30,7 +41,7 @@ Record fields (one dict per setting; `RECORD_FIELDS`):
   threads), params (scalar parameters, nets.count_parameters).
 - sample_rate (Hz, the model's own: 24000 for vocos), seconds (audio length of one batch item,
   from the output's length), time_s (median seconds per generation call of the whole batch),
-  time_best_s (fastest call), repeats.
+  time_best_s (fastest call), repeats (timed calls), slow (True: a slow setting timed once).
 - xrt = batch * seconds / time_s: seconds of audio generated per second of compute, counting
   every batch item ("x real time"); rtf = 1 / xrt (real-time factor); xrt_best likewise with
   time_best_s (less sensitive to other jobs on a shared machine).
@@ -59,7 +70,9 @@ bf16: cmaudio models run their network body under autocast (``model.body_dtype``
 parameterization stays float32); peers run under ``torch.autocast(device_type, bfloat16)``.
 
 Targets (`targets`): the 1-step ``cmaudio-small`` xRT (>= 20x on 2 CPU cores) and its speed-up
-over ``diffwave-reference`` at 50 steps (>= 100x), when both are in the same run.
+over ``diffwave-reference`` at 50 steps (>= 100x), when both are in the same run. Ratios
+(`ratios`): every cmaudio 1-step setting's xRT over that of ``diffwave-reference`` at 50 steps
+and of ``vocos``, in the same run (the only comparison that holds on a shared machine).
 
 Imports: nets, models, param, sampling, features, errors, io. No typer.
 """
@@ -87,15 +100,20 @@ from cmaudio.errors import ConfigError
 from cmaudio.features import MelSpectrogram
 from cmaudio.io import write_text_atomic
 from cmaudio.models import ConsistencyModel, Denoiser
-from cmaudio.nets import UNET_PRESETS, DIFFWAVE_PRESETS, build_net, count_parameters, flops_per_second
+from cmaudio.nets import DIFFWAVE_PRESETS, FRAMENET_PRESETS, UNET_PRESETS, build_net, count_parameters, flops_per_second
 from cmaudio.param import KarrasParam
 from cmaudio.sampling import consistency_sample, ode_sample, teacher_sigmas
 
 __all__ = [
     "BENCH_PARAM",
     "RECORD_FIELDS",
+    "SLOW_S",
+    "format_header",
+    "format_row",
+    "format_summary",
     "format_table",
     "machine_description",
+    "ratios",
     "run_bench",
     "targets",
     "write_json",
@@ -119,13 +137,14 @@ DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 RECORD_FIELDS = (
     "name", "model", "sampler", "steps", "nfe", "device", "dtype", "batch", "threads", "params",
-    "sample_rate", "seconds", "time_s", "time_best_s", "repeats", "xrt", "rtf", "xrt_best",
+    "sample_rate", "seconds", "time_s", "time_best_s", "repeats", "slow", "xrt", "rtf", "xrt_best",
     "cpu_s", "xrt_cpu",
     "peak_mem_mb", "peak_mem_method", "flops_per_second", "load_1m", "note", "skipped",
 )
 
 TARGET_SMALL_XRT = 20.0  # 1-step cmaudio-small, x real time on 2 CPU cores
 TARGET_SPEEDUP = 100.0  # cmaudio-small 1 step over diffwave-reference 50 steps
+SLOW_S = 3.0  # default run: a setting whose call is estimated or measured above this is timed once
 
 
 # ----------------------------------------------------------------------------------------------
@@ -287,25 +306,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time(fn: Callable[[], torch.Tensor], mem: "_MemProbe", inputs: Sequence[torch.Tensor], device: torch.device,
-          repeats: int, warmup: int):
-    """(median wall s, best wall s, median process CPU s, output of the last call) of `repeats` timed calls.
-
-    Before them come max(warmup, 1) untimed calls; the first runs under the memory probe.
-    """
-    out = mem.run(fn, inputs)
-    for _ in range(warmup - 1):
-        out = fn()
-    mem.reset()
-    times, cpu = [], []
-    for _ in range(repeats):
-        _sync(device)
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return statistics.median(times), min(times), statistics.median(cpu), out
+# the clocks (module attributes, so tests can replace them with fake ones)
+_clock = time.perf_counter
+_cpu_clock = time.process_time
 
 
 def _record(**kw) -> dict:
@@ -320,15 +323,24 @@ def _skip_record(name: str, note: str, *, device: torch.device, dtype: str) -> d
 
 
 class _Runner:
-    """Shared state of one run_bench call: device, dtype, timing settings, the records."""
+    """Shared state of one run_bench call: device, dtype, timing settings, the records.
 
-    def __init__(self, device, dtype, repeats, warmup, progress) -> None:
+    Per (setting name, batch) it keeps the seconds per network evaluation of the last timed
+    setting and its peak memory, to estimate the next step count of the same model before it
+    runs (`slow_s`, run_bench).
+    """
+
+    def __init__(self, device, dtype, repeats, warmup, progress, *, slow_s=None, on_record=None) -> None:
         self.device = device
         self.dtype = dtype
         self.repeats = repeats
         self.warmup = warmup
         self.progress = progress
+        self.slow_s = slow_s
+        self.on_record = on_record
         self.records: list[dict] = []
+        self.per_nfe: dict[tuple, float] = {}
+        self.peaks: dict[tuple, tuple[float, int]] = {}  # (name, batch) -> (peak MiB, steps it came from)
 
     def say(self, msg: str) -> None:
         if self.progress is not None:
@@ -336,24 +348,88 @@ class _Runner:
 
     def add(self, rec: dict) -> None:
         self.records.append(rec)
-        if rec.get("skipped"):
+        if self.on_record is not None:
+            self.on_record(rec)
+        elif rec.get("skipped"):
             self.say(f"bench: {rec['name']}: {rec['note']}")
         else:
             self.say(
                 f"bench: {rec['name']} steps={rec['steps']} nfe={rec['nfe']} batch={rec['batch']} "
                 f"{rec['dtype']}: {rec['xrt']:.2f}x real time ({rec['time_s'] * 1000:.1f} ms)"
+                + (" [slow: timed once]" if rec.get("slow") else "")
             )
+
+    def _is_slow(self, seconds: Optional[float]) -> bool:
+        return self.slow_s is not None and seconds is not None and seconds > self.slow_s
+
+    def _time(self, fn, mem: _MemProbe, inputs, key: tuple, nfe: int, what: str):
+        """(median wall s, best wall s, median CPU s, last output, slow, peak MiB, peak note).
+
+        Normal: one untimed call under the memory probe, max(warmup, 1) - 1 more untimed calls,
+        then `repeats` timed ones. Slow (slow_s set and a call estimated or measured above it):
+        a single timed call. The estimate is the seconds per network evaluation of the same
+        model and batch at its previous step count times this setting's NFE; when it is over
+        slow_s the probe call is skipped too (on CPU the peak memory of that previous setting is
+        reported: the working memory of one step does not grow with the step count).
+        """
+        per = self.per_nfe.get(key)
+        est = per * nfe if per is not None else None
+        peak_note = ""
+        slow = self._is_slow(est) and (self.device.type == "cuda" or key in self.peaks)
+        probed = not slow
+        if slow:
+            self.say(f"bench: {what}: about {est:.1f} s a call (> {self.slow_s:g} s): timed once "
+                     f"(--full: {self.repeats} times)")
+        else:
+            t0 = _clock()
+            out = mem.run(fn, inputs)
+            t_probe = _clock() - t0
+            if self._is_slow(t_probe):
+                slow = True
+                self.say(f"bench: {what}: first call took {t_probe:.1f} s (> {self.slow_s:g} s): timed once "
+                         f"(--full: {self.repeats} times)")
+            else:
+                for _ in range(self.warmup - 1):
+                    out = fn()
+        mem.reset()
+        times, cpu = [], []
+        for _ in range(1 if slow else self.repeats):
+            _sync(self.device)
+            t0, c0 = _clock(), _cpu_clock()
+            out = fn()
+            _sync(self.device)
+            times.append(_clock() - t0)
+            cpu.append(_cpu_clock() - c0)
+            if self._is_slow(times[0]):  # measured slow although not estimated so: stop here
+                slow = True
+                break
+        if not probed and mem.method == "cpu_tensor_peak":
+            peak, from_steps = self.peaks[key]
+            peak_note = f"; peak memory of its {from_steps}-step setting (no probe call for a slow setting)"
+        else:
+            peak = mem.peak_mb()
+        return statistics.median(times), min(times), statistics.median(cpu), out, slow, peak, peak_note
 
     def measure(self, fn, mem: _MemProbe, inputs: Sequence[torch.Tensor], *, batch: int, sample_rate: int,
                 **fields) -> dict:
-        t_med, t_best, t_cpu, out = _time(fn, mem, inputs, self.device, self.repeats, self.warmup)
-        peak = mem.peak_mb()
+        key = (fields["name"], batch)
+        what = f"{fields['name']} steps={fields['steps']} batch={batch}"
+        t_med, t_best, t_cpu, out, slow, peak, peak_note = self._time(fn, mem, inputs, key, fields["nfe"], what)
+        self.per_nfe[key] = t_med / fields["nfe"]
+        if not peak_note:
+            self.peaks[key] = (peak, fields["steps"])
+        else:
+            fields["note"] = (fields.get("note") or "") + peak_note
+        if slow:
+            fields["note"] = (fields.get("note") or "") + (
+                f"; slow (a call above {self.slow_s:g} s): timed once, --full times it {self.repeats} times")
         seconds = out.shape[-1] / sample_rate
         xrt = batch * seconds / t_med
+        n = 1 if slow else self.repeats
         rec = _record(
             device=str(self.device), dtype=self.dtype, batch=batch, threads=torch.get_num_threads(),
             sample_rate=sample_rate, seconds=seconds, time_s=t_med, time_best_s=t_best,
-            repeats=self.repeats, xrt=xrt, rtf=1.0 / xrt, xrt_best=batch * seconds / t_best, cpu_s=t_cpu,
+            repeats=n, slow=slow, xrt=xrt, rtf=1.0 / xrt, xrt_best=batch * seconds / t_best, cpu_s=t_cpu,
             xrt_cpu=batch * seconds / t_cpu if t_cpu > 0 else None,
             peak_mem_mb=peak, peak_mem_method=mem.method, load_1m=_load_1m(), **fields,
         )
@@ -395,8 +471,10 @@ def _setup(run: "_Runner", net_name: str, wrapper, size: str, seconds: float):
     return param, mem, net, model, fps, count_parameters(model), frames
 
 
-def _bench_cm(run: _Runner, size: str, batch_sizes, steps: Sequence[int], seconds: float) -> None:
-    param, mem, net, model, fps, n_params, frames = _setup(run, "unet1d", ConsistencyModel, size, seconds)
+def _bench_cm(run: _Runner, size: str, batch_sizes, steps: Sequence[int], seconds: float,
+              net_name: str = "unet1d") -> None:
+    param, mem, net, model, fps, n_params, frames = _setup(run, net_name, ConsistencyModel, size, seconds)
+    name = f"cmaudio-{size}" if net_name == "unet1d" else f"cmaudio-{net_name}-{size}"
     for batch in batch_sizes:
         mel = _hifigan_mel(frames, batch, run.device)
         shape = (batch, 1, frames * HOP)
@@ -408,8 +486,8 @@ def _bench_cm(run: _Runner, size: str, batch_sizes, steps: Sequence[int], second
                 return consistency_sample(model, shape, sigmas=sigmas, cond=mel, generator=g, device=run.device)
 
             run.measure(
-                fn, mem, (mel,), batch=batch, sample_rate=SAMPLE_RATE, name=f"cmaudio-{size}",
-                model=f"unet1d/{size} wave, ConsistencyModel", sampler="consistency (CM Alg. 1)",
+                fn, mem, (mel,), batch=batch, sample_rate=SAMPLE_RATE, name=name,
+                model=f"{net_name}/{size} wave, ConsistencyModel", sampler="consistency (CM Alg. 1)",
                 steps=k, nfe=len(sigmas), params=n_params, flops_per_second=fps,
                 note=f"{SAMPLE_RATE} Hz, {N_MELS}-bin {MEL_PRESET} mel, hop {HOP}; random weights",
             )
@@ -624,10 +702,13 @@ def run_bench(
     warmup: int = 2,
     include_peers: bool = True,
     sizes: Sequence[str] = ("small", "base"),
+    framenet_sizes: Sequence[str] = ("small", "base"),
     steps: Sequence[int] = (1, 2, 4),
     teacher_steps: Sequence[int] = (6, 50),
     teacher_size: Optional[str] = "base",
+    slow_s: Optional[float] = SLOW_S,
     progress: Optional[Callable[[str], Any]] = None,
+    on_record: Optional[Callable[[dict], Any]] = None,
 ) -> list[dict]:
     """Time every setting (module docstring) and return one record per setting.
 
@@ -639,16 +720,25 @@ def run_bench(
         batch_sizes: batch sizes to time (each >= 1).
         dtype: "fp32" or "bf16" (module docstring, "bf16").
         repeats: timed calls per setting (>= 1); the record holds their median.
+        slow_s: a setting whose call is estimated (from the same model's previous step count,
+            per network evaluation) or measured (its first call) above slow_s seconds is timed
+            once and marked slow=True (repeats=1, a note says so), so the default run of every
+            setting takes minutes on 2 CPU cores instead of the ~25 that ten 50-step DiffWave
+            calls cost. None times every setting `repeats` times (the CLI's --full).
         warmup: untimed calls before them (>= 0; at least one is made, the memory probe).
         include_peers: also time the PyPI diffwave (its 6- and 50-step schedules, where in
             teacher_steps) and vocos; a peer that cannot be imported or run gives a note record
             (skipped=True) instead of an error.
         sizes: UNet1d wave presets for ``cmaudio-<size>`` (tiny, small, base).
+        framenet_sizes: FrameNet presets for ``cmaudio-framenet-<size>`` (tiny, small, base).
         steps: consistency sampling steps (NFE = steps).
         teacher_steps: Euler steps of the teacher (NFE = steps).
         teacher_size: DiffWave preset of ``cmaudio-teacher`` (tiny, small, base, large); None
             skips the teacher.
-        progress: called with a one-line message after each setting.
+        progress: called with one-line messages: before a setting that will be timed once, and
+            after each setting when on_record is None.
+        on_record: called with each record as soon as its setting is done (the CLI prints its
+            table row then).
 
     Returns: a list of records (RECORD_FIELDS). Raises ConfigError for bad arguments.
     """
@@ -669,10 +759,16 @@ def run_bench(
     for s in sizes:
         if s not in UNET_PRESETS["wave"]:
             raise ConfigError(f"unknown cmaudio size {s!r}; valid: {', '.join(UNET_PRESETS['wave'])}")
+    for s in framenet_sizes:
+        if s not in FRAMENET_PRESETS:
+            raise ConfigError(f"unknown framenet size {s!r}; valid: {', '.join(FRAMENET_PRESETS)}")
+    if slow_s is not None and (isinstance(slow_s, bool) or not isinstance(slow_s, (int, float))
+                               or not math.isfinite(slow_s) or slow_s <= 0):
+        raise ConfigError(f"slow_s must be a positive number of seconds or None, got {slow_s!r}")
     if teacher_size is not None and teacher_size not in DIFFWAVE_PRESETS:
         raise ConfigError(f"unknown teacher size {teacher_size!r}; valid: {', '.join(DIFFWAVE_PRESETS)}")
 
-    run = _Runner(dev, dtype, repeats, warmup, progress)
+    run = _Runner(dev, dtype, repeats, warmup, progress, slow_s=slow_s, on_record=on_record)
     old_threads = torch.get_num_threads()
     try:
         if threads is not None:
@@ -680,6 +776,8 @@ def run_bench(
         with torch.inference_mode():
             for size in sizes:
                 _bench_cm(run, size, batch_sizes, steps, seconds)
+            for size in framenet_sizes:
+                _bench_cm(run, size, batch_sizes, steps, seconds, net_name="framenet")
             if teacher_size is not None and teacher_steps:
                 _bench_teacher(run, teacher_size, batch_sizes, teacher_steps, seconds)
             if include_peers:
@@ -726,54 +824,115 @@ def targets(records: Sequence[dict]) -> list[dict]:
     return out
 
 
+def ratios(records: Sequence[dict]) -> list[dict]:
+    """Speed of every cmaudio 1-step setting against the peers, per (device, dtype, batch) group.
+
+    Returns dicts {"name", "device", "dtype", "batch", "threads", "xrt", "vs_diffwave50",
+    "vs_vocos"}: the setting's xRT divided by the xRT of ``diffwave-reference`` at 50 steps and of
+    ``vocos`` measured in the same run (None where that peer was not measured). Only ratios within
+    one run are meaningful on a shared machine. vocos's xRT is at its own 24 kHz rate.
+    """
+    done = [r for r in records if not r.get("skipped")]
+
+    def find(name, steps, key):
+        for r in done:
+            if r.get("name") == name and r.get("steps") == steps and (r.get("device"), r.get("dtype"), r.get("batch")) == key:
+                return r
+        return None
+
+    out = []
+    for r in done:
+        name = str(r.get("name"))
+        if not name.startswith("cmaudio-") or name == "cmaudio-teacher" or r.get("steps") != 1:
+            continue
+        key = (r.get("device"), r.get("dtype"), r.get("batch"))
+        ref, voc = find("diffwave-reference", 50, key), find("vocos", 1, key)
+        out.append(dict(name=name, device=key[0], dtype=key[1], batch=key[2], threads=r.get("threads"), xrt=r["xrt"],
+                        vs_diffwave50=r["xrt"] / ref["xrt"] if ref else None,
+                        vs_vocos=r["xrt"] / voc["xrt"] if voc else None))
+    return out
+
+
 def _fmt(v, spec: str, none: str = "-") -> str:
     return none if v is None else format(v, spec)
 
 
-def format_table(records: Sequence[dict]) -> str:
-    """A fixed-width text table of the records, then their notes and the targets (`targets`)."""
-    head = ("name", "steps", "nfe", "batch", "dtype", "thr", "params", "GFLOP/s", "xRT", "xRT best", "xRT cpu", "RTF",
-            "ms/call", "peak MB", "rate")
-    rows = []
+# (header, width) of the table's columns; fixed so that rows can be printed as they complete
+_COLUMNS = (("name", 22), ("steps", 5), ("nfe", 3), ("batch", 5), ("dtype", 5), ("thr", 3), ("params", 7),
+            ("GFLOP/s", 7), ("xRT", 8), ("xRT best", 8), ("xRT cpu", 8), ("RTF", 8), ("ms/call", 9),
+            ("calls", 5), ("peak MB", 7), ("rate", 5))
+
+
+def _line(cells: Sequence[str]) -> str:
+    return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, (_, w)) in enumerate(zip(cells, _COLUMNS))).rstrip()
+
+
+def format_header() -> str:
+    """The table's two header lines (column names and a rule)."""
+    return _line([h for h, _ in _COLUMNS]) + "\n" + "  ".join("-" * w for _, w in _COLUMNS)
+
+
+def format_row(r: dict) -> str:
+    """One record as a table row (`format_header`'s columns), or "name: note" for a skipped one.
+
+    The calls column is the number of timed calls; "1*" marks a slow setting timed once.
+    """
+    if r.get("skipped"):
+        return f"{r.get('name')}: {r.get('note')}"
+    fps = r.get("flops_per_second")
+    calls = _fmt(r.get("repeats"), "d") + ("*" if r.get("slow") else "")
+    return _line((
+        str(r.get("name")), _fmt(r.get("steps"), "d"), _fmt(r.get("nfe"), "d"), _fmt(r.get("batch"), "d"),
+        str(r.get("dtype")), _fmt(r.get("threads"), "d"),
+        "-" if r.get("params") is None else f"{r['params'] / 1e6:.2f}M",
+        "-" if fps is None else f"{fps / 1e9:.2f}",
+        _fmt(r.get("xrt"), ".2f"), _fmt(r.get("xrt_best"), ".2f"), _fmt(r.get("xrt_cpu"), ".2f"),
+        _fmt(r.get("rtf"), ".4f"),
+        "-" if r.get("time_s") is None else f"{r['time_s'] * 1000:.1f}",
+        calls, _fmt(r.get("peak_mem_mb"), ".1f"), _fmt(r.get("sample_rate"), "d"),
+    ))
+
+
+def format_summary(records: Sequence[dict]) -> str:
+    """What follows the rows: the legend, the notes, the 1-step speed ratios and the targets."""
+    lines: list[str] = []
     notes: list[str] = []
     for r in records:
-        if r.get("skipped"):
-            notes.append(f"{r.get('name')}: {r.get('note')}")
-            continue
-        fps = r.get("flops_per_second")
-        rows.append((
-            str(r.get("name")), _fmt(r.get("steps"), "d"), _fmt(r.get("nfe"), "d"), _fmt(r.get("batch"), "d"),
-            str(r.get("dtype")), _fmt(r.get("threads"), "d"),
-            "-" if r.get("params") is None else f"{r['params'] / 1e6:.2f}M",
-            "-" if fps is None else f"{fps / 1e9:.2f}",
-            _fmt(r.get("xrt"), ".2f"), _fmt(r.get("xrt_best"), ".2f"), _fmt(r.get("xrt_cpu"), ".2f"),
-            _fmt(r.get("rtf"), ".4f"),
-            "-" if r.get("time_s") is None else f"{r['time_s'] * 1000:.1f}",
-            _fmt(r.get("peak_mem_mb"), ".1f"), _fmt(r.get("sample_rate"), "d"),
-        ))
         line = f"{r.get('name')}: {r.get('note')}"
         if r.get("note") and line not in notes:
             notes.append(line)
-    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)]
-    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths)))]
-    lines.append("  ".join("-" * w for w in widths))
-    for row in rows:
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
     done = [r for r in records if not r.get("skipped")]
     if done:
         r0 = done[0]
         methods = sorted({str(r.get("peak_mem_method")) for r in done})
         loads = [r["load_1m"] for r in done if r.get("load_1m") is not None]
+        full = max((r.get("repeats") or 0) for r in done)
         lines.append("")
         lines.append(
             f"device {r0.get('device')}; xRT = seconds of audio per second of compute (all batch items), "
-            f"median of {r0.get('repeats')} calls (best: fastest call; cpu: per process CPU second); RTF = 1/xRT;\n"
+            f"median of the timed calls (best: fastest call; cpu: per process CPU second); RTF = 1/xRT;\n"
             f"GFLOP/s = one forward pass per second of audio; peak MB: {', '.join(methods)}"
             + (f"; load 1m {min(loads):.2f}-{max(loads):.2f}" if loads else "")
         )
+        slow = [r for r in done if r.get("slow")]
+        if slow:
+            lines.append(f"calls 1* = slow setting (a call above the slow threshold), timed once; "
+                         f"--full times every setting {full if full > 1 else 'the --repeats'} times")
     if notes:
         lines.append("notes:")
         lines.extend(f"  {n}" for n in notes)
+    rs = ratios(records)
+    if rs:
+        lines.append("1-step speed ratios (xRT / xRT within this run; vocos at its own 24 kHz):")
+        w = max(len(r["name"]) for r in rs)
+        for r in rs:
+            ref = "-" if r["vs_diffwave50"] is None else f"{r['vs_diffwave50']:.1f}x"
+            if r["vs_vocos"] is None:
+                voc = "-"
+            else:
+                voc = f"{r['vs_vocos']:.2f}x ({'at least as fast as' if r['vs_vocos'] >= 1 else 'slower than'} vocos)"
+            lines.append(f"  {r['name'].ljust(w)} (batch {r['batch']}, {r['threads']} threads): "
+                         f"/ diffwave-reference 50 steps {ref}; / vocos {voc}")
     tg = targets(records)
     if tg:
         lines.append("targets:")
@@ -784,6 +943,12 @@ def format_table(records: Sequence[dict]) -> str:
                 f"{t['value']:.1f} {unit} (target >= {t['target']:g}: {'met' if t['met'] else 'NOT met'})"
             )
     return "\n".join(lines)
+
+
+def format_table(records: Sequence[dict]) -> str:
+    """A fixed-width text table of the records (skipped ones only in the notes), then `format_summary`."""
+    rows = [format_row(r) for r in records if not r.get("skipped")]
+    return "\n".join([format_header(), *rows, format_summary(records)])
 
 
 def write_json(records: Sequence[dict], path: str | Path) -> None:
