@@ -402,17 +402,31 @@ def bench(
     seconds: float = typer.Option(1.0, "--seconds", help="seconds of audio per generation"),
     batch: str = typer.Option("1", "--batch", help="comma-separated batch sizes"),
     dtype: str = typer.Option("fp32", "--dtype", help="fp32 | bf16"),
-    repeats: int = typer.Option(10, "--repeats"),
+    repeats: int = typer.Option(10, "--repeats", help="timed calls per setting (slow ones: 1 unless --full)"),
+    full: bool = typer.Option(False, "--full", help="time every setting --repeats times, the slow 50-step ones "
+                              "too (~25 min on 2 CPU cores; by default a setting above 3 s a call is timed once)"),
     no_peers: bool = typer.Option(False, "--no-peers", help="skip the reference DiffWave and Vocos"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the records as JSON"),
 ) -> None:
-    """Speed: x-real-time, RTF, parameters and peak memory of every setting and peer."""
+    """Speed: x-real-time, RTF, parameters and peak memory of every setting and peer, a row as each completes."""
     from cmaudio import bench as b
 
-    recs = b.run_bench(device=_device(device), threads=threads, seconds=seconds,
-                       batch_sizes=tuple(_int_list(batch, "--batch")), dtype=dtype, repeats=repeats,
-                       include_peers=not no_peers, progress=lambda m: _err(m))
-    typer.echo(b.format_table(recs))
+    batch_sizes = tuple(_int_list(batch, "--batch"))
+    dev = _device(device)
+    shown = []
+
+    def row(rec: dict) -> None:  # click.echo flushes: each row shows as soon as its setting is done
+        if not shown:  # the header with the first row, so that bad arguments print only their error
+            typer.echo(b.format_header())
+            shown.append(True)
+        typer.echo(b.format_row(rec))
+
+    recs = b.run_bench(device=dev, threads=threads, seconds=seconds, batch_sizes=batch_sizes, dtype=dtype,
+                       repeats=repeats, include_peers=not no_peers, slow_s=None if full else b.SLOW_S,
+                       progress=lambda m: _err(m), on_record=row)
+    if not shown:
+        typer.echo(b.format_header())
+    typer.echo(b.format_summary(recs))
     if json_path:
         b.write_json(recs, json_path)
         typer.echo(f"wrote {json_path}")
