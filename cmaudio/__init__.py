@@ -14,18 +14,11 @@ __version__ = "0.1.0"
 
 from cmaudio.diffwave_ref import load_diffwave_checkpoint
 from cmaudio.features import PRESETS, MelSpectrogram
+from cmaudio.mel import MelDecoder
 from cmaudio.models import ConsistencyModel, Denoiser
 from cmaudio.objectives import CDObjective, CTObjective, DSMObjective
 from cmaudio.param import KarrasParam
 from cmaudio.vocoder import Vocoder
-
-
-def __getattr__(name):  # MelDecoder imports the mel-domain stack lazily
-    if name == "MelDecoder":
-        from cmaudio.mel import MelDecoder
-
-        return MelDecoder
-    raise AttributeError(f"module 'cmaudio' has no attribute {name!r}")
 
 
 __all__ = [

@@ -19,6 +19,7 @@ from torch import nn
 
 from cmaudio import checkpoint as ckpt
 from cmaudio.config import Config, from_dict
+from cmaudio.diffwave_ref import load_diffwave_checkpoint
 from cmaudio.errors import CheckpointError, ConfigError
 from cmaudio.features import MelSpectrogram, get_preset
 from cmaudio.models import ConsistencyModel, Denoiser
@@ -127,8 +128,6 @@ def load_teacher(cfg: Config) -> nn.Module:
     elif fmt == "cmaudio":
         teacher = _teacher_from_run(path, o.teacher_ema) if (path / ckpt.CKPT_DIR).is_dir() else _teacher_from_model_dir(path)
     else:
-        from cmaudio.diffwave_ref import load_diffwave_checkpoint
-
         teacher = load_diffwave_checkpoint(path)
         teacher.features_preset = teacher.mel_preset
     if teacher.features_preset != cfg.features.preset:

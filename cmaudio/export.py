@@ -21,6 +21,8 @@ from cmaudio import checkpoint as ckpt
 from cmaudio.build import build_model
 from cmaudio.config import from_dict, to_dict
 from cmaudio.errors import CheckpointError, ConfigError
+from cmaudio.features import get_preset
+from cmaudio.io import atomic_path
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, *, ema: Optional[float] = None, onnx: bool = False) -> Path:
@@ -45,8 +47,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, ema: Optional[float]
     param = model.param
     sig = {int(k): list(v) for k, v in cfg.sampling.sigmas.items()}
     default_sigmas = {str(k): sig.get(k, list(param.default_sigmas(k))) for k in (1, 2, 3, 4)} if kind == "consistency" else {}
-    from cmaudio.features import get_preset
-
     preset = get_preset(cfg.features.preset)
     info = {
         "kind": kind,
@@ -105,7 +105,6 @@ def export_onnx(model: nn.Module, path: Path, *, n_mels: int, hop: int, domain: 
     sigma = torch.full((1,), float(model.param.sigma_max))
     mel = torch.randn(1, n_mels, frames)
     wrapper = _OnnxWrapper(model)
-    from cmaudio.io import atomic_path
 
     with atomic_path(path, suffix=".onnx") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants: expected

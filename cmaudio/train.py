@@ -9,8 +9,8 @@ Config and runs:
                       clip, AdamW step, LR schedule, objective.after_step(k + 1), inference EMAs
 
 It never branches on the objective kind: the objective owns its target network and teacher.
-The data domain (waveforms vs mel-spectrograms) is a `Domain` object that turns loader batches
-into (x, cond, mask, seeds) and generates validation samples.
+The data domain (waveforms vs mel-spectrograms) is a `Domain` object (cmaudio.domains) that turns
+loader batches into (x, cond, mask, seeds) and generates validation samples.
 
 - Mixed precision: bf16 autocast of the network bodies on CUDA (train.amp), fp32 on CPU; the
   parameterization, ODE steps and losses stay fp32.
@@ -47,8 +47,12 @@ from torch import Tensor, nn
 from cmaudio import checkpoint as ckpt
 from cmaudio.build import build_model, build_objective, device_of, role_of
 from cmaudio.config import Config, dump_yaml, replace, to_dict
+from cmaudio.domains.base import Domain
+from cmaudio.domains.mel import MelDomain
+from cmaudio.domains.wave import WaveDomain
 from cmaudio.errors import CheckpointError, CmaudioError, ConfigError
 from cmaudio.io import write_text_atomic
+from cmaudio.progress import Progress
 from cmaudio.schedules import ema_update
 
 
@@ -82,38 +86,6 @@ def ema_warmup_rate(rate: float, step: int) -> float:
     return min(rate, (1.0 + step) / (10.0 + step))
 
 
-class Progress:
-    """A one-line terminal progress bar with rate and ETA (stderr; plain lines when not a TTY)."""
-
-    def __init__(self, total: int, start: int, enabled: bool = True, every: int = 10) -> None:
-        self.total, self.start, self.enabled, self.every = total, start, enabled, every
-        self.t0 = time.time()
-        self.tty = sys.stderr.isatty()
-
-    def update(self, step: int, text: str = "") -> None:
-        if not self.enabled:
-            return
-        done = step - self.start
-        if not self.tty and step % self.every and step != self.total:
-            return
-        el = time.time() - self.t0
-        rate = done / el if el > 0 else 0.0
-        eta = (self.total - step) / rate if rate > 0 else float("inf")
-        frac = step / max(self.total, 1)
-        bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
-        eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "--:--:--"
-        line = f"[{bar}] {step}/{self.total} {rate:.2f} it/s ETA {eta_s} {text}"
-        if self.tty:
-            sys.stderr.write("\r" + line[:160].ljust(160))
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
-
-
 @dataclasses.dataclass
 class DistInfo:
     rank: int = 0
@@ -139,145 +111,10 @@ def setup_distributed(device_pref: str) -> tuple[DistInfo, torch.device]:
     return DistInfo(rank, world, local), device
 
 
-# ----------------------------------------------------------------------------------------------
-# Domain interface
-# ----------------------------------------------------------------------------------------------
-
-
-class Domain:
-    """What the loop needs from the data side. Implementations: WaveDomain (here), mel.MelDomain."""
-
-    def sigma_data(self) -> float:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def loader(self, *, start_step: int, global_batch: int, rank: int, world: int, micro: int):
-        raise NotImplementedError
-
-    def prepare(self, batch: dict, device: torch.device) -> dict[str, Optional[Tensor]]:
-        """-> dict(x=(B, C, T), cond=(B, C_cond, T_c) | None, mask=(B, 1, T) | None, seeds=(B,))."""
-        raise NotImplementedError
-
-    def validate(self, model: nn.Module, cfg: Config, step: int, out_dir: Path, writer) -> dict[str, float]:
-        raise NotImplementedError
-
-    def cond_channels(self) -> Optional[int]:
-        return None
-
-    def extra_model_info(self) -> dict[str, Any]:
-        return {}
-
-
-class WaveDomain(Domain):
-    """Waveform vocoders: x = audio crops (B, 1, L), cond = their mel (B, n_mels, L / hop)."""
-
-    def __init__(self, cfg: Config, *, seed: int, log: Callable[[str], None]) -> None:
-        from cmaudio.data import dataset_from_config, splits_from_config
-        from cmaudio.features import MelSpectrogram
-
-        self.cfg = cfg
-        self.features = MelSpectrogram(cfg.features.preset)
-        if self.features.sample_rate != cfg.data.sample_rate:
-            raise ConfigError(
-                f"data.sample_rate ({cfg.data.sample_rate}) differs from the {cfg.features.preset!r} preset's "
-                f"{self.features.sample_rate} Hz; set data.sample_rate={self.features.sample_rate}"
-            )
-        hop = self.features.hop_length
-        if cfg.data.segment_length % hop:
-            raise ConfigError(f"data.segment_length ({cfg.data.segment_length}) must be a multiple of the hop ({hop})")
-        splits = splits_from_config(cfg.data)
-        self.train_utts = splits["train"]
-        self.val_utts = splits["val"][: cfg.data.max_val_utterances]
-        self.dataset = dataset_from_config(cfg.data, self.train_utts, hop_length=hop, seed=seed,
-                                           n_mels=self.features.n_mels)
-        if self.dataset.bad:
-            log(f"data: skipped {len(self.dataset.bad)} bad file(s) of {len(self.train_utts)}")
-        self._val_audio: Optional[list] = None
-
-    def sigma_data(self) -> float:
-        from cmaudio.data import estimate_sigma_data
-
-        return float(estimate_sigma_data(self.dataset.utterances, self.cfg.data.sample_rate))
-
-    def cond_channels(self) -> Optional[int]:
-        return self.features.n_mels
-
-    def loader(self, *, start_step, global_batch, rank, world, micro):
-        from cmaudio.data import make_loader
-
-        return make_loader(self.dataset, start_step=start_step, global_batch=global_batch, rank=rank,
-                           world_size=world, micro_batches=micro, num_workers=self.cfg.data.num_workers)
-
-    def prepare(self, batch, device):
-        x = batch["audio"].to(device, non_blocking=True)
-        frames = x.shape[-1] // self.features.hop_length
-        if "mel" in batch:
-            cond = batch["mel"].to(device)[..., :frames]
-        else:
-            feats = self.features.to(device)
-            with torch.no_grad():
-                cond = feats(x[:, 0])[..., :frames]
-        return {"x": x, "cond": cond, "mask": None, "seeds": batch["seed"]}
-
-    def val_audio(self) -> list:
-        if self._val_audio is None:
-            from cmaudio.data import load_utterance_audio
-
-            out = []
-            for u in self.val_utts:
-                try:
-                    a = load_utterance_audio(u, self.cfg.data.sample_rate)
-                except CmaudioError:
-                    continue
-                out.append((u.id, a[: int(self.cfg.data.val_seconds * self.cfg.data.sample_rate)]))
-            self._val_audio = out
-        return self._val_audio
-
-    @torch.no_grad()
-    def validate(self, model, cfg, step, out_dir, writer):
-        from cmaudio.metrics import logmel_l1, mrstft
-        from cmaudio.report import comparison_png
-        from cmaudio.io import write_wav_atomic
-        from cmaudio.vocoder import Vocoder
-
-        kind = "consistency" if role_of(cfg) == "consistency" else "denoiser"
-        voc = Vocoder(model, cfg, kind=kind, default_sigmas={int(k): v for k, v in cfg.sampling.sigmas.items()})
-        settings = [(1, "1step"), (2, "2step")] if kind == "consistency" else [(cfg.sampling.teacher_steps, "ode")]
-        sr = voc.sample_rate
-        scores: dict[str, list] = {}
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for i, (uid, audio) in enumerate(self.val_audio()):
-            audio = audio.to(voc.device)
-            mel = voc.mel(audio)
-            for steps, name in settings:
-                gen = voc.decode(mel, steps=steps, generator=torch.Generator().manual_seed(1234 + i))[0]
-                n = min(gen.shape[-1], audio.shape[-1])
-                ref_np, gen_np = audio[:n].cpu().numpy(), gen[:n].cpu().numpy()
-                try:
-                    scores.setdefault(f"val/{name}_mrstft", []).append(mrstft(ref_np, gen_np, sr))
-                    scores.setdefault(f"val/{name}_logmel_l1", []).append(logmel_l1(ref_np, gen_np, sr))
-                except CmaudioError:
-                    pass
-                if i < 2:
-                    wav = out_dir / f"{uid}_{name}.wav"
-                    write_wav_atomic(wav, gen_np, sr)
-                    png = out_dir / f"{uid}_{name}.png"
-                    comparison_png(ref_np, gen_np, sr, png, title=f"step {step} {uid} {name}")
-                    if writer is not None:
-                        writer.add_audio(f"audio/{uid}_{name}", torch.from_numpy(gen_np)[None], step, sample_rate=sr)
-                        try:
-                            import matplotlib.image as mpimg
-
-                            writer.add_image(f"spec/{uid}_{name}", mpimg.imread(str(png))[..., :3], step, dataformats="HWC")
-                        except Exception:  # noqa: BLE001 - images are a convenience
-                            pass
-        return {k: float(sum(v) / len(v)) for k, v in scores.items() if v}
-
-
 def make_domain(cfg: Config, *, seed: int, log) -> Domain:
+    """The training domain of model.domain: waveforms (WaveDomain) or mel-spectrograms (MelDomain)."""
     if cfg.model.domain == "wave":
         return WaveDomain(cfg, seed=seed, log=log)
-    from cmaudio.mel import MelDomain
-
     return MelDomain(cfg, seed=seed, log=log)
 
 

@@ -26,8 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from cmaudio import checkpoint as ckpt
-from cmaudio.build import build_model, make_param
-from cmaudio.config import Config, from_dict
+from cmaudio.build import build_model, make_param, role_of
+from cmaudio.config import Config, from_dict, to_dict
 from cmaudio.errors import CheckpointError, ConfigError, DataError
 from cmaudio.features import MelSpectrogram, can_convert, convert, get_preset
 from cmaudio.sampling import bandwidth_extension, consistency_sample, inpaint, ode_nfe, ode_sample, teacher_sigmas
@@ -93,8 +93,6 @@ def check_model_info(info: dict, model_dir: Path) -> tuple[Config, float, str, d
     hop_length, n_mels) must agree with the model's own config: `kind: denoiser` on consistency
     weights would silently run them as an ODE denoiser.
     """
-    from cmaudio.build import role_of
-
     cfg_path = Path(model_dir) / ckpt.CONFIG_FILE
     missing = [k for k in ("config", "sigma_data") if k not in info]
     if missing:
@@ -324,8 +322,6 @@ class Vocoder(GeneratorDefaults, nn.Module):
 
     def save_pretrained(self, model_dir: str | Path, extra: Optional[dict[str, Any]] = None) -> None:
         """Write config.json + model.safetensors (this vocoder's current weights)."""
-        from cmaudio.config import to_dict
-
         sigmas = {k: list(self.sigmas_for(k)) for k in (1, 2, 3, 4)} if self.kind == "consistency" else {}
         info = {
             "kind": self.kind,

@@ -14,8 +14,9 @@ import torch
 
 from cmaudio.config import load
 from cmaudio.data import load_audio, splits_from_config
+from cmaudio.domains.mel import MelDomain
 from cmaudio.errors import CheckpointError, ConfigError, DataError
-from cmaudio.mel import MelDecoder, MelDomain, mel_stats, standin_cond
+from cmaudio.mel import MelDecoder, mel_stats, standin_cond
 
 REPO = Path(__file__).resolve().parents[1]
 LJ_MINI = REPO / "egs" / "mini" / "data" / "ljspeech_mini"

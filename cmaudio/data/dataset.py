@@ -31,7 +31,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cmaudio.data.audio import audio_info, load_audio, resampled_length
-from cmaudio.data.formats import Utterance
+from cmaudio.data.formats import Utterance, list_utterances
+from cmaudio.data.split import split_utterances
 from cmaudio.errors import DataError
 from cmaudio.io import load_npy
 
@@ -402,9 +403,6 @@ def load_utterance_audio(utt: Utterance, sample_rate: int) -> torch.Tensor:
 
 def splits_from_config(cfg: "DataConfig") -> dict[str, list[Utterance]]:
     """List the corpus a DataConfig names and split it: {"train", "val", "test"} -> utterances."""
-    from cmaudio.data.formats import list_utterances
-    from cmaudio.data.split import split_utterances
-
     utts = list_utterances(cfg.root, cfg.format, vctk_mic=cfg.vctk_mic, libritts_subsets=cfg.libritts_subsets)
     if not utts:
         raise DataError(f"data.root={cfg.root!r} (format {cfg.format}) holds no utterances")

@@ -22,6 +22,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from cmaudio.schedules import sample_lognormal_index, sample_uniform_index
+
 
 class SampleRNG:
     """Random draws for a batch, per item when seeds are given.
@@ -76,8 +78,6 @@ def draw_pair(model, rng: "SampleRNG", x: Tensor, cond: Optional[Tensor], num_sc
     Returns (s_lo (B,), s_hi (B,), z, cond_drop (B,) bool or None). The draw order per item is
     fixed (index uniform, dropout uniform, noise), so a seed always gives the same draw.
     """
-    from cmaudio.schedules import sample_lognormal_index, sample_uniform_index
-
     p = model.param
     u_idx, u_drop = rng.rand(), rng.rand()
     z = rng.randn(*x.shape[1:])
