@@ -17,6 +17,7 @@ This module imports only cmaudio.errors.
 from __future__ import annotations
 
 import dataclasses
+import re
 import difflib
 import typing
 from dataclasses import dataclass, field, fields
@@ -355,6 +356,9 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Convert a YAML value to the annotated type `tp`, or raise ConfigError naming `where`."""
     origin = typing.get_origin(tp)
@@ -377,6 +381,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _NUMBER.match(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string; it is a number to a user
         raise ConfigError(f"{where} must be a number (got {value!r})")
     if tp is str:
         if isinstance(value, str):

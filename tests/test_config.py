@@ -145,3 +145,15 @@ def test_objective_kind_alone_gets_its_own_defaults(objective, expected):
 def test_misspelt_index_sampling_is_still_refused():
     with pytest.raises(ConfigError, match="objective.index_sampling"):
         from_dict({"objective": {"kind": "ict", "index_sampling": "log-normal"}})
+
+
+def test_exponent_without_a_dot_is_a_number(tmp_path):
+    """YAML 1.1 reads 1e-4 as a string; as a float field it is the number a user meant, in a recipe and in --set."""
+    from cmaudio.config import load
+
+    r = tmp_path / "r.yaml"
+    r.write_text("train:\n  lr: 3e-4\n")
+    assert load(r).train.lr == 3e-4
+    assert load(r, ["train.lr=1e-4"]).train.lr == 1e-4
+    with pytest.raises(ConfigError, match="train.lr"):
+        load(r, ["train.lr=1e-4x"])
