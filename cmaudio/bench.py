@@ -306,6 +306,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+_SLOW_NOTE = "; slow (a call above {slow_s:g} s): timed once, --full times it {repeats} times"
+
 # the clocks (module attributes, so tests can replace them with fake ones)
 _clock = time.perf_counter
 _cpu_clock = time.process_time
@@ -421,8 +423,7 @@ class _Runner:
         else:
             fields["note"] = (fields.get("note") or "") + peak_note
         if slow:
-            fields["note"] = (fields.get("note") or "") + (
-                f"; slow (a call above {self.slow_s:g} s): timed once, --full times it {self.repeats} times")
+            fields["note"] = (fields.get("note") or "") + _SLOW_NOTE.format(slow_s=self.slow_s, repeats=self.repeats)
         seconds = out.shape[-1] / sample_rate
         xrt = batch * seconds / t_med
         n = 1 if slow else self.repeats
@@ -778,11 +779,14 @@ def run_bench(
                 _bench_cm(run, size, batch_sizes, steps, seconds)
             for size in framenet_sizes:
                 _bench_cm(run, size, batch_sizes, steps, seconds, net_name="framenet")
+            # vocos before the iterative settings: the 1-step comparisons are all printed before
+            # the minutes the 50-step calls take
+            if include_peers:
+                _bench_vocos(run, batch_sizes, seconds)
             if teacher_size is not None and teacher_steps:
                 _bench_teacher(run, teacher_size, batch_sizes, teacher_steps, seconds)
             if include_peers:
                 _bench_diffwave_reference(run, batch_sizes, teacher_steps, seconds)
-                _bench_vocos(run, batch_sizes, seconds)
     finally:
         torch.set_num_threads(old_threads)
         gc.collect()
@@ -897,8 +901,8 @@ def format_summary(records: Sequence[dict]) -> str:
     """What follows the rows: the legend, the notes, the 1-step speed ratios and the targets."""
     lines: list[str] = []
     notes: list[str] = []
-    for r in records:
-        line = f"{r.get('name')}: {r.get('note')}"
+    for r in records:  # the slow remark is the table's "1*" (legend below)
+        line = f"{r.get('name')}: {str(r.get('note')).split(_SLOW_NOTE.split('{')[0])[0]}"
         if r.get("note") and line not in notes:
             notes.append(line)
     done = [r for r in records if not r.get("skipped")]
