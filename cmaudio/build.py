@@ -1,7 +1,7 @@
 """Build models, teachers and objectives from a Config (the one place config meets code).
 
-- `build_model(cfg, sigma_data, role)`: the network from `model.*` wrapped as a
-  ConsistencyModel (role "consistency") or a Denoiser (role "denoiser").
+- `build_model(cfg, sigma_data, kind)`: the network from `model.*` wrapped as a
+  ConsistencyModel (kind "consistency") or a Denoiser (kind "denoiser").
 - `load_teacher(cfg)`: the CD teacher from `objective.teacher`: a cmaudio training run
   directory, a cmaudio model directory, or a checkpoint of the reference DiffWave.
 - `build_objective(cfg, model, teacher)`: DSM / CD / CT / iCT with the configured distance.
@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from cmaudio import checkpoint as ckpt
-from cmaudio.config import Config, from_dict
+from cmaudio.checkpoint import kind_of
+from cmaudio.config import Config
 from cmaudio.diffwave_ref import load_diffwave_checkpoint
-from cmaudio.errors import CheckpointError, ConfigError
+from cmaudio.errors import ConfigError
 from cmaudio.features import MelSpectrogram, get_preset
 from cmaudio.models import ConsistencyModel, Denoiser
 from cmaudio.nets import build_net
@@ -28,9 +29,7 @@ from cmaudio.objectives import CDObjective, CTObjective, DSMObjective, build_dis
 from cmaudio.param import KarrasParam
 
 
-def role_of(cfg: Config) -> str:
-    """'denoiser' for the DSM teacher, 'consistency' for CD/CT/iCT."""
-    return "denoiser" if cfg.objective.kind == "dsm" else "consistency"
+role_of = kind_of  # the older name of checkpoint.kind_of: 'denoiser' for the DSM teacher, 'consistency' for CD/CT/iCT
 
 
 def make_param(cfg: Config, sigma_data: float) -> KarrasParam:
@@ -46,9 +45,9 @@ def io_channels(cfg: Config, cond_channels: Optional[int] = None) -> tuple[int, 
     return preset.n_mels, (cond_channels if cond_channels is not None else preset.n_mels), 1
 
 
-def build_model(cfg: Config, sigma_data: float, role: Optional[str] = None, *, cond_channels: Optional[int] = None):
-    """The parameterized model for `cfg` (random init). role: 'consistency' | 'denoiser'."""
-    role = role or role_of(cfg)
+def build_model(cfg: Config, sigma_data: float, kind: Optional[str] = None, *, cond_channels: Optional[int] = None):
+    """The parameterized model for `cfg` (random init). kind: 'consistency' | 'denoiser' (default: kind_of(cfg))."""
+    kind = kind or kind_of(cfg)
     m = cfg.model
     in_ch, cond_ch, cond_hop = io_channels(cfg, cond_channels)
     net = build_net(
@@ -68,7 +67,7 @@ def build_model(cfg: Config, sigma_data: float, role: Optional[str] = None, *, c
         layers=m.frame_layers,
         n_fft=m.frame_n_fft,
     )
-    cls = ConsistencyModel if role == "consistency" else Denoiser
+    cls = ConsistencyModel if kind == "consistency" else Denoiser
     return cls(
         net,
         make_param(cfg, sigma_data),
@@ -78,32 +77,25 @@ def build_model(cfg: Config, sigma_data: float, role: Optional[str] = None, *, c
     )
 
 
-def _teacher_from_run(run_dir: Path, ema: Optional[float]) -> nn.Module:
-    c = ckpt.latest_valid(run_dir)
-    if c is None:
-        raise CheckpointError(f"teacher run {run_dir} has no complete checkpoint; train the teacher first")
-    meta = ckpt.read_meta(c)
-    tcfg = from_dict(meta["config"], source=str(c / "meta.json"))
-    if tcfg.objective.kind != "dsm":
-        raise ConfigError(f"objective.teacher {run_dir} is a {tcfg.objective.kind} run, not a dsm teacher")
-    model = build_model(tcfg, meta["sigma_data"], "denoiser", cond_channels=meta.get("domain_info", {}).get("cond_channels"))
-    rates = [float(r) for r in meta.get("ema_rates", [])]
-    if ema is not None and ema not in rates:
-        raise ConfigError(f"objective.teacher_ema {ema} not in the teacher run's EMA rates {rates}")
-    name = ckpt.ema_file(ema if ema is not None else min(rates)) if rates else ckpt.MODEL_FILE
-    ckpt.load_state_into(model, ckpt.load_weights(c / name), f"teacher weights {c / name}")
-    model.features_preset = tcfg.features.preset
-    return model
+def _cmaudio_teacher(path: Path, ema: Optional[float], *, run: bool) -> nn.Module:
+    """A DSM teacher from a cmaudio run (run=True: its newest intact checkpoint, EMA `ema` or the
+    smallest) or from a model directory."""
 
+    def denoiser_only(info: ckpt.ModelDirInfo) -> None:
+        if info.kind == "denoiser":
+            return
+        if run:
+            raise ConfigError(f"objective.teacher {path} is a {info.config.objective.kind} run, not a dsm teacher")
+        raise ConfigError(f"objective.teacher {path} holds a {info.kind} model, not a denoiser (teacher)")
 
-def _teacher_from_model_dir(model_dir: Path) -> nn.Module:
-    info, weights = ckpt.read_model_dir(model_dir)
-    if info.get("kind") != "denoiser":
-        raise ConfigError(f"objective.teacher {model_dir} holds a {info.get('kind')} model, not a denoiser (teacher)")
-    tcfg = from_dict(info["config"], source=str(model_dir / ckpt.CONFIG_FILE))
-    model = build_model(tcfg, info["sigma_data"], "denoiser", cond_channels=info.get("domain_info", {}).get("cond_channels"))
-    ckpt.load_state_into(model, weights, f"teacher weights in {model_dir}")
-    model.features_preset = tcfg.features.preset
+    opts = dict(ema=ema, what="teacher run", ema_option="objective.teacher_ema", hint="; train the teacher first",
+                check=denoiser_only)
+    picked = ckpt.pick_weights(path, **opts) if run else ckpt.load_source(path, **opts)  # load_source: a model dir
+    info = picked.info
+    model = build_model(info.config, info.sigma_data, "denoiser", cond_channels=info.cond_channels)
+    where = f"teacher weights {picked.path}" if picked.checkpoint is not None else f"teacher weights in {path}"
+    ckpt.load_state_into(model, picked.weights, where)
+    model.features_preset = info.config.features.preset
     return model
 
 
@@ -123,10 +115,8 @@ def load_teacher(cfg: Config) -> nn.Module:
             fmt = "cmaudio"
         else:
             fmt = "diffwave"
-    if fmt == "cmaudio-run":
-        teacher = _teacher_from_run(path, o.teacher_ema)
-    elif fmt == "cmaudio":
-        teacher = _teacher_from_run(path, o.teacher_ema) if (path / ckpt.CKPT_DIR).is_dir() else _teacher_from_model_dir(path)
+    if fmt in ("cmaudio-run", "cmaudio"):
+        teacher = _cmaudio_teacher(path, o.teacher_ema, run=fmt == "cmaudio-run" or ckpt.is_run_dir(path))
     else:
         teacher = load_diffwave_checkpoint(path)
         teacher.features_preset = teacher.mel_preset

@@ -7,7 +7,8 @@ Training checkpoints live in ``RUN_DIR/checkpoints/step_XXXXXXXX/``:
     target.safetensors           the CD/CT target network (absent for iCT and DSM)
     state.pt                     optimizer, LR scheduler, RNG states, counters (tensors and
                                  plain containers only; read with torch.load(weights_only=True))
-    meta.json                    step, config, sigma_data, git commit, sha256 of every file above
+    meta.json                    step, kind, config, sigma_data, domain_info, git commit, EMA
+                                 rates, sha256 of every file above
 
 A checkpoint is written into a temporary directory, each file fsynced, meta.json last, and the
 directory renamed into place; the run directory is fsynced. A checkpoint is *valid* when its
@@ -17,7 +18,18 @@ state.pt cannot be loaded). The last K intact ones are kept; broken ones never c
 temporaries a killed run left are removed at the next save.
 
 Model directories (what users load) hold ``config.json`` (kind, config, sigma_data, mel preset,
-default sigmas, sha256 of the weights) and ``model.safetensors``. Loading never unpickles.
+default sigmas, domain_info, sha256 of the weights) and ``model.safetensors``. Loading never
+unpickles.
+
+The codec of both is here and nowhere else: `ModelDirInfo` is the typed record of what a
+model directory's config.json (or a checkpoint's meta.json) says about its weights;
+`save_model_dir` / `load_model_dir` / `read_model_info` write and read model directories,
+`run_info` reads a checkpoint's record, and `pick_weights` / `load_source` choose the weights of
+a run (the newest intact checkpoint, an inference EMA) or a model directory. One word names
+what the weights compute: ``kind`` ('consistency' or 'denoiser'; old checkpoints said ``role``,
+which is still read). sigma_data is stored once in config.json, at the top level; the stored
+config has no model.sigma_data (older files that hold it twice are read, the top-level value
+wins), and a record's config always carries sigma_data in model.sigma_data.
 """
 
 from __future__ import annotations
@@ -28,14 +40,19 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Mapping, Optional
+
+import math
+from dataclasses import dataclass, field
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from cmaudio.errors import CheckpointError
+from cmaudio.config import Config, from_dict, replace, to_dict
+from cmaudio.errors import CheckpointError, ConfigError
+from cmaudio.features import get_preset
 from cmaudio.io import atomic_path, fsync_dir, write_text_atomic
 
 CKPT_DIR = "checkpoints"
@@ -308,21 +325,108 @@ def latest_resumable(run_dir: Path, warn=None) -> tuple[Optional[Path], Optional
 
 
 # ----------------------------------------------------------------------------------------------
-# Model directories
+# The codec: a typed record of model directories and checkpoints, and the choice of weights
 # ----------------------------------------------------------------------------------------------
 
+KINDS = ("consistency", "denoiser")
+# Fields of config.json derived from the config's preset and domain: written for readers of the
+# file, checked against the config when read (a hand-edited summary must not lie).
+SUMMARY_KEYS = ("domain", "preset", "sample_rate", "hop_length", "n_mels")
+_RECORD_KEYS = {"format", "format_version", "sha256", "kind", "role", "config", "sigma_data", "domain_info",
+                "default_sigmas", *SUMMARY_KEYS}
 
-def save_model_dir(out_dir: Path, *, weights: dict[str, Tensor], info: dict[str, Any]) -> None:
-    """Write model.safetensors then config.json (which records the weights' sha256)."""
+
+def kind_of(cfg: Config) -> str:
+    """'denoiser' for a DSM teacher's config (objective.kind dsm), 'consistency' for CD/CT/iCT."""
+    return "denoiser" if cfg.objective.kind == "dsm" else "consistency"
+
+
+def _positive_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+@dataclass(frozen=True)
+class ModelDirInfo:
+    """What a model directory's config.json (or a checkpoint's meta.json) says about its weights.
+
+    kind: 'consistency' (CD/CT/iCT weights of f(x, sigma)) or 'denoiser' (a DSM teacher's
+    D(x, sigma)). config: the training Config; on construction its objective.kind is made to
+    agree with `kind` (a consistency model's config reads as ict, a denoiser's as dsm, when they
+    disagree) and its model.sigma_data is set to `sigma_data`, the data std the
+    parameterization uses (docs/design.md sec. 2.16). domain_info: what the training domain adds
+    (a mel decoder's statistics and cond_channels; {} for waveform vocoders). default_sigmas:
+    tuned noise levels per step count, each strictly decreasing, which win over the Karras
+    defaults. extra: any other JSON values (trained_steps, ema_rate, source_run, git_commit, ...).
+    """
+
+    kind: str
+    config: Config
+    sigma_data: float
+    domain_info: Mapping[str, Any] = field(default_factory=dict)
+    default_sigmas: Mapping[int, tuple[float, ...]] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"kind must be consistency or denoiser (got {self.kind!r})")
+        if not _positive_number(self.sigma_data):
+            raise ConfigError(f"sigma_data must be a positive number (got {self.sigma_data!r})")
+        clash = sorted(set(self.extra) & _RECORD_KEYS)
+        if clash:
+            raise ConfigError(f"extra model-directory keys {clash} are written by cmaudio itself; choose other names")
+        cfg = self.config
+        if kind_of(cfg) != self.kind:
+            cfg = replace(cfg, objective={"kind": "dsm" if self.kind == "denoiser" else "ict"})
+        if cfg.model.sigma_data != float(self.sigma_data):
+            cfg = replace(cfg, model={"sigma_data": float(self.sigma_data)})
+        object.__setattr__(self, "config", cfg)
+        object.__setattr__(self, "sigma_data", float(self.sigma_data))
+        object.__setattr__(self, "domain_info", dict(self.domain_info or {}))
+        object.__setattr__(self, "default_sigmas",
+                           {int(k): tuple(float(s) for s in v) for k, v in (self.default_sigmas or {}).items()})
+        object.__setattr__(self, "extra", dict(self.extra or {}))
+
+    @property
+    def domain(self) -> str:
+        """'wave' (a vocoder) or 'mel' (a mel decoder)."""
+        return self.config.model.domain
+
+    @property
+    def cond_channels(self) -> Optional[int]:
+        """Width of the network's cond when the domain recorded one (mel decoders), else None."""
+        return self.domain_info.get("cond_channels")
+
+    def to_json(self) -> dict[str, Any]:
+        """The config.json fields of this record (without format, format_version and sha256)."""
+        config = to_dict(self.config)
+        config["model"] = {k: v for k, v in config["model"].items() if k != "sigma_data"}  # stored once, below
+        preset = get_preset(self.config.features.preset)
+        return {
+            **self.extra,
+            "kind": self.kind,
+            "domain": self.domain,
+            "config": config,
+            "sigma_data": self.sigma_data,
+            "preset": preset.name,
+            "sample_rate": preset.sample_rate,
+            "hop_length": preset.hop_length,
+            "n_mels": preset.n_mels,
+            "default_sigmas": {str(k): list(v) for k, v in sorted(self.default_sigmas.items())},
+            "domain_info": dict(self.domain_info),
+        }
+
+
+def save_model_dir(out_dir: Path, *, weights: dict[str, Tensor], info: ModelDirInfo) -> None:
+    """Write model.safetensors then config.json (`info.to_json()` plus the format and the weights' sha256)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_weights(out_dir / MODEL_FILE, weights)
-    info = dict(info, format=FORMAT, format_version=FORMAT_VERSION, sha256=sha256_file(out_dir / MODEL_FILE))
-    write_text_atomic(out_dir / CONFIG_FILE, json.dumps(info, indent=2, sort_keys=True))
+    record = dict(info.to_json(), format=FORMAT, format_version=FORMAT_VERSION, sha256=sha256_file(out_dir / MODEL_FILE))
+    write_text_atomic(out_dir / CONFIG_FILE, json.dumps(record, indent=2, sort_keys=True))
 
 
-def read_model_dir(model_dir: Path, device: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """(info, weights) of a model directory, verifying format and checksum."""
+def _verified_json(model_dir: Path) -> dict[str, Any]:
+    """config.json of a model directory, after checking its format and the weights' checksum."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise CheckpointError(f"model directory not found: {model_dir}")
@@ -344,4 +448,193 @@ def read_model_dir(model_dir: Path, device: str | torch.device = "cpu") -> tuple
         raise CheckpointError(f"{cfg_path} has no sha256 of the weights; re-export the model with `cmaudio export`")
     if sha256_file(wpath) != info["sha256"]:
         raise CheckpointError(f"{wpath} does not match the checksum in {CONFIG_FILE}: the file was modified or truncated")
-    return info, load_weights(wpath, device)
+    return info
+
+
+def read_model_dir(model_dir: Path, device: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """(config.json as a dict, weights) of a model directory, verifying format and checksum (no record checks)."""
+    info = _verified_json(model_dir)
+    return info, load_weights(Path(model_dir) / MODEL_FILE, device)
+
+
+def parse_model_info(info: dict, where: Path) -> ModelDirInfo:
+    """Validate a model directory's config.json dict -> ModelDirInfo (`where` names the file in errors).
+
+    Every value is type-checked (a hand-edited file gives a one-line CheckpointError naming the
+    key, never an internal error), and the summary fields (kind, domain, preset, sample_rate,
+    hop_length, n_mels) must agree with the model's own config: `kind: denoiser` on consistency
+    weights would silently run them as an ODE denoiser.
+    """
+    cfg_path = Path(where)
+    missing = [k for k in ("config", "sigma_data") if k not in info]
+    if missing:
+        raise CheckpointError(f"{cfg_path} lacks {', '.join(missing)}; re-export the model with cmaudio export")
+    if not isinstance(info["config"], dict):
+        raise CheckpointError(f"{cfg_path}: config must be a mapping of sections (got {type(info['config']).__name__})")
+    try:
+        cfg = from_dict(info["config"], source=str(cfg_path))
+    except ConfigError as e:
+        raise CheckpointError(str(e) if str(cfg_path) in str(e) else f"{cfg_path}: {e}") from None
+    sd = info["sigma_data"]  # the top-level value; an older file's config.model.sigma_data is not used
+    if not _positive_number(sd):
+        raise CheckpointError(f"{cfg_path}: sigma_data must be a positive number (got {sd!r}); re-export the model")
+    kind = info.get("kind", info.get("role", "consistency"))
+    if kind not in KINDS:
+        raise CheckpointError(f"{cfg_path}: kind {kind!r} is not 'consistency' or 'denoiser'; re-export the model")
+    want_kind = kind_of(cfg)
+    if kind != want_kind:
+        raise CheckpointError(
+            f"{cfg_path}: kind {kind!r} does not match the model (objective.kind {cfg.objective.kind!r} trains a "
+            f"{want_kind} model); re-export it with cmaudio export"
+        )
+    preset = get_preset(cfg.features.preset)
+    expect = {"domain": cfg.model.domain, "preset": preset.name, "sample_rate": preset.sample_rate,
+              "hop_length": preset.hop_length, "n_mels": preset.n_mels}
+    for key, want in expect.items():
+        if key in info and info[key] != want:
+            raise CheckpointError(
+                f"{cfg_path}: {key} is {info[key]!r} but the model's config (preset {preset.name!r}) gives {want!r}; "
+                "re-export the model"
+            )
+    raw = info.get("default_sigmas", {}) or {}
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{cfg_path}: default_sigmas must map a step count to a list of sigmas (got {raw!r})")
+    sigmas: dict[int, tuple[float, ...]] = {}
+    for k, v in raw.items():
+        try:
+            steps = int(k)
+        except (TypeError, ValueError):
+            steps = -1
+        ok = (steps >= 1 and isinstance(v, (list, tuple)) and len(v) == steps and all(_positive_number(s) for s in v)
+              and all(a > b for a, b in zip(v, v[1:])))
+        if not ok:
+            raise CheckpointError(
+                f"{cfg_path}: default_sigmas[{k!r}] must list {k} strictly decreasing positive sigmas (got {v!r})"
+            )
+        sigmas[steps] = tuple(float(s) for s in v)
+    dinfo = info.get("domain_info", {}) or {}
+    cc = dinfo.get("cond_channels") if isinstance(dinfo, dict) else None
+    if not isinstance(dinfo, dict) or not (cc is None or (isinstance(cc, int) and not isinstance(cc, bool) and cc > 0)):
+        raise CheckpointError(f"{cfg_path}: domain_info must be a mapping with a positive "
+                              f"integer cond_channels (got {dinfo!r:.80})")
+    extra = {k: v for k, v in info.items() if k not in _RECORD_KEYS}
+    return ModelDirInfo(kind=kind, config=cfg, sigma_data=float(sd), domain_info=dinfo, default_sigmas=sigmas,
+                        extra=extra)
+
+
+def read_model_info(model_dir: Path) -> ModelDirInfo:
+    """The record of a model directory (format and checksum verified, every value checked); weights not loaded."""
+    return parse_model_info(_verified_json(model_dir), Path(model_dir) / CONFIG_FILE)
+
+
+def load_model_dir(model_dir: Path, device: str | torch.device = "cpu") -> tuple[ModelDirInfo, dict[str, Tensor]]:
+    """(record, weights) of a model directory; any problem is a one-line CheckpointError naming the file."""
+    raw, weights = read_model_dir(model_dir, device)
+    return parse_model_info(raw, Path(model_dir) / CONFIG_FILE), weights
+
+
+def run_info(checkpoint: Path) -> ModelDirInfo:
+    """The record of a training checkpoint (its meta.json): kind (or the older role), config, sigma_data,
+    domain_info, the recipe's sampling.sigmas as default_sigmas; extra holds step, ema_rates and git_commit."""
+    meta_path = Path(checkpoint) / "meta.json"
+    meta = read_meta(checkpoint)
+    try:
+        cfg = from_dict(meta["config"], source=str(meta_path))
+        sd = float(meta["sigma_data"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{meta_path} lacks a readable {e}; the checkpoint is not a cmaudio one") from None
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+    kind = meta.get("kind", meta.get("role")) or kind_of(cfg)
+    if kind not in KINDS:
+        raise CheckpointError(f"{meta_path}: kind {kind!r} is not 'consistency' or 'denoiser'")
+    extra = {"step": meta.get("step"), "ema_rates": [float(r) for r in meta.get("ema_rates", [])],
+             "git_commit": meta.get("git_commit")}
+    return ModelDirInfo(kind=kind, config=cfg, sigma_data=sd, domain_info=meta.get("domain_info") or {},
+                        default_sigmas={int(k): v for k, v in cfg.sampling.sigmas.items()}, extra=extra)
+
+
+@dataclass(frozen=True)
+class PickedWeights:
+    """Weights chosen from a run or a model directory, with the record that describes them.
+
+    path: the file read; checkpoint: the run's checkpoint directory (None for a model
+    directory); ema_rate: the inference EMA read (None: the online weights, or a model directory).
+    """
+
+    info: ModelDirInfo
+    weights: dict[str, Tensor]
+    path: Path
+    checkpoint: Optional[Path] = None
+    ema_rate: Optional[float] = None
+
+
+def is_run_dir(path: Path) -> bool:
+    """True for a training run directory (it has a checkpoints/ folder)."""
+    return (Path(path) / CKPT_DIR).is_dir()
+
+
+def pick_weights(
+    run_dir: Path,
+    *,
+    ema: Optional[float] = None,
+    what: str = "run",
+    ema_option: str = "--ema",
+    hint: str = "",
+    check: Optional[Callable[[ModelDirInfo], None]] = None,
+    device: str | torch.device = "cpu",
+) -> PickedWeights:
+    """The inference weights of a run: the newest intact checkpoint and one of its EMAs.
+
+    ema: one of the run's train.ema_rates (else a ConfigError naming `ema_option`); None: the
+    smallest rate (the one validation used), or the online weights of a run without EMAs. A run
+    with no intact checkpoint is a CheckpointError "<what> <run_dir> has no complete checkpoint<hint>".
+    check: called with the checkpoint's record before any weights are read (to refuse early).
+    """
+    run_dir = Path(run_dir)
+    c = latest_valid(run_dir)
+    if c is None:
+        raise CheckpointError(f"{what} {run_dir} has no complete checkpoint{hint}")
+    info = run_info(c)
+    if check is not None:
+        check(info)
+    rates = list(info.extra["ema_rates"])
+    if ema is not None and float(ema) not in rates:
+        raise ConfigError(f"{ema_option} {ema} is not one of the {what}'s EMA rates {rates}")
+    rate = float(ema) if ema is not None else (min(rates) if rates else None)
+    path = c / (ema_file(rate) if rate is not None else MODEL_FILE)
+    return PickedWeights(info=info, weights=load_weights(path, device), path=path, checkpoint=c, ema_rate=rate)
+
+
+def load_source(
+    source: Path,
+    *,
+    ema: Optional[float] = None,
+    what: str = "run",
+    ema_option: str = "--ema",
+    hint: str = "",
+    check: Optional[Callable[[ModelDirInfo], None]] = None,
+    device: str | torch.device = "cpu",
+) -> PickedWeights:
+    """Weights and record of a run directory (`pick_weights`) or of a model directory (`load_model_dir`).
+
+    check: called with the record before a run's weights are read (a model directory's after).
+    """
+    source = Path(source)
+    if is_run_dir(source):
+        return pick_weights(source, ema=ema, what=what, ema_option=ema_option, hint=hint, check=check, device=device)
+    info, weights = load_model_dir(source, device)
+    if check is not None:
+        check(info)
+    return PickedWeights(info=info, weights=weights, path=source / MODEL_FILE)
+
+
+def read_source_info(source: Path) -> Optional[ModelDirInfo]:
+    """The record of a run's newest intact checkpoint or of a model directory; None when there is neither."""
+    source = Path(source)
+    if is_run_dir(source):
+        c = latest_valid(source)
+        return run_info(c) if c is not None else None
+    if (source / CONFIG_FILE).is_file():
+        return read_model_info(source)
+    return None

@@ -1,9 +1,9 @@
 """Export a training run to a model directory (and optionally ONNX).
 
 `export_run(run_dir, out_dir, ema=None, onnx=False)` takes the newest valid checkpoint of a
-run, picks the inference EMA weights (`ema`: one of the run's train.ema_rates; default the
-smallest, which is the one validation used), and writes out_dir/config.json +
-out_dir/model.safetensors (cmaudio.checkpoint.save_model_dir). With onnx=True it also writes
+run and its inference EMA weights (`ema`: one of the run's train.ema_rates; default the
+smallest, which is the one validation used; cmaudio.checkpoint.pick_weights), and writes
+out_dir/config.json + out_dir/model.safetensors (cmaudio.checkpoint.save_model_dir). With onnx=True it also writes
 out_dir/model.onnx: the consistency function f(x, sigma, mel) of a waveform model (opset 17),
 inputs ``x`` (B, 1, T), ``sigma`` (B,), ``mel`` (B, n_mels, T / hop), output ``audio`` (B, 1, T);
 one-step vocoding is f(sigma_max z, sigma_max, mel).
@@ -19,7 +19,6 @@ from torch import nn
 
 from cmaudio import checkpoint as ckpt
 from cmaudio.build import build_model
-from cmaudio.config import from_dict, to_dict
 from cmaudio.errors import CheckpointError, ConfigError
 from cmaudio.features import get_preset
 from cmaudio.io import atomic_path
@@ -30,40 +29,20 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, ema: Optional[float]
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory not found: {run_dir}")
-    c = ckpt.latest_valid(run_dir)
-    if c is None:
-        raise CheckpointError(f"{run_dir} has no complete checkpoint to export")
-    meta = ckpt.read_meta(c)
-    cfg = from_dict(meta["config"], source=str(c / "meta.json"))
-    rates = [float(r) for r in meta.get("ema_rates", [])]
-    if ema is not None and float(ema) not in rates:
-        raise ConfigError(f"--ema {ema} is not one of the run's EMA rates {rates}")
-    rate = float(ema) if ema is not None else (min(rates) if rates else None)
-    wfile = c / (ckpt.ema_file(rate) if rate is not None else ckpt.MODEL_FILE)
-    weights = ckpt.load_weights(wfile)
-    kind = meta.get("role", "consistency")
-    model = build_model(cfg, meta["sigma_data"], kind, cond_channels=meta.get("domain_info", {}).get("cond_channels"))
-    ckpt.load_state_into(model, weights, str(wfile))
+    picked = ckpt.pick_weights(run_dir, ema=ema, what="run", ema_option="--ema", hint=" to export")
+    run = picked.info
+    cfg, kind = run.config, run.kind
+    model = build_model(cfg, run.sigma_data, kind, cond_channels=run.cond_channels)
+    ckpt.load_state_into(model, picked.weights, str(picked.path))
     param = model.param
-    sig = {int(k): list(v) for k, v in cfg.sampling.sigmas.items()}
-    default_sigmas = {str(k): sig.get(k, list(param.default_sigmas(k))) for k in (1, 2, 3, 4)} if kind == "consistency" else {}
+    sig = run.default_sigmas  # the recipe's sampling.sigmas win over the Karras defaults
+    default_sigmas = {k: sig.get(k, param.default_sigmas(k)) for k in (1, 2, 3, 4)} if kind == "consistency" else {}
     preset = get_preset(cfg.features.preset)
-    info = {
-        "kind": kind,
-        "domain": cfg.model.domain,
-        "config": to_dict(cfg),
-        "sigma_data": float(meta["sigma_data"]),
-        "preset": preset.name,
-        "sample_rate": preset.sample_rate,
-        "hop_length": preset.hop_length,
-        "n_mels": preset.n_mels,
-        "default_sigmas": default_sigmas,
-        "trained_steps": int(meta["step"]),
-        "ema_rate": rate,
-        "source_run": str(run_dir),
-        "git_commit": meta.get("git_commit"),
-        "domain_info": meta.get("domain_info", {}),
-    }
+    info = ckpt.ModelDirInfo(
+        kind=kind, config=cfg, sigma_data=run.sigma_data, domain_info=run.domain_info, default_sigmas=default_sigmas,
+        extra={"trained_steps": int(run.extra["step"]), "ema_rate": picked.ema_rate, "source_run": str(run_dir),
+               "git_commit": run.extra.get("git_commit")},
+    )
     if onnx:  # check before writing anything, so a refused --onnx leaves no partial model directory
         _check_onnx(cfg.model.domain)
     ckpt.save_model_dir(out_dir, weights=model.state_dict(), info=info)

@@ -74,14 +74,14 @@ from torch import Tensor, nn
 
 from cmaudio import checkpoint as ckpt
 from cmaudio.build import build_model, build_objective
-from cmaudio.config import Config, from_dict, replace, to_dict
+from cmaudio.config import Config, from_dict, replace
 from cmaudio.data import load_audio
 from cmaudio.domains.meldata import mel_stats, standin_cond
 from cmaudio.errors import CheckpointError, ConfigError, DataError
 from cmaudio.features import MelSpectrogram, get_preset
 from cmaudio.io import load_npy, save_npy_atomic
 from cmaudio.sampling import ode_sample, teacher_sigmas
-from cmaudio.vocoder import GeneratorDefaults, check_model_info, config_for_kind
+from cmaudio.vocoder import GeneratorDefaults
 
 
 # ----------------------------------------------------------------------------------------------
@@ -101,7 +101,8 @@ class MelDecoder(GeneratorDefaults, nn.Module):
     decoder keeps them) and the preset's MelSpectrogram (``features``).
 
     Attributes: n_mels, preset, sample_rate, hop_length, cond_channels, prior ('zero' | 'cond'),
-    kind ('consistency' | 'denoiser'), cond_in_mel_space, info (config.json when loaded).
+    kind ('consistency' | 'denoiser'), cond_in_mel_space, info (the model directory's
+    `checkpoint.ModelDirInfo` when loaded).
     """
 
     def __init__(
@@ -152,7 +153,7 @@ class MelDecoder(GeneratorDefaults, nn.Module):
             silence = self.features(torch.zeros(1, self.features.min_samples)).mean(-1)[0]
         self.register_buffer("silence", silence, persistent=False)
         self.default_sigmas = {int(k): tuple(v) for k, v in (default_sigmas or {}).items()}
-        self.info: dict[str, Any] = {}
+        self.info: Optional[ckpt.ModelDirInfo] = None  # the model directory's record, when loaded
         object.__setattr__(self, "_objective", None)
         self.model.eval()
 
@@ -238,38 +239,20 @@ class MelDecoder(GeneratorDefaults, nn.Module):
     def from_pretrained(cls, model_dir: Union[str, Path], device: Union[str, torch.device] = "cpu") -> "MelDecoder":
         """Load a model directory written by `cmaudio export` (or `save_pretrained`)."""
         model_dir = Path(model_dir)
-        info, weights = ckpt.read_model_dir(model_dir)
-        if info.get("domain", "wave") != "mel":
+        info, weights = ckpt.load_model_dir(model_dir)
+        if info.domain != "mel":
             raise CheckpointError(f"{model_dir} holds a waveform vocoder, not a mel decoder; load it with Vocoder")
-        cfg, sigma_data, kind, sigmas = check_model_info(info, model_dir)
-        dinfo = info.get("domain_info", {}) or {}
-        cc = dinfo.get("cond_channels") if isinstance(dinfo, dict) else None
-        if not isinstance(dinfo, dict) or not (cc is None or (isinstance(cc, int) and not isinstance(cc, bool) and cc > 0)):
-            raise CheckpointError(f"{model_dir / ckpt.CONFIG_FILE}: domain_info must be a mapping with a positive "
-                                  f"integer cond_channels (got {dinfo!r:.80})")
-        model = build_model(cfg, sigma_data, kind, cond_channels=cc)
+        model = build_model(info.config, info.sigma_data, info.kind, cond_channels=info.cond_channels)
         ckpt.load_state_into(model, weights, f"{model_dir / ckpt.MODEL_FILE}")
-        dec = cls(model, cfg, kind=kind, domain_info=dinfo, default_sigmas=sigmas)
+        dec = cls(model, info.config, kind=info.kind, domain_info=info.domain_info, default_sigmas=info.default_sigmas)
         dec.info = info
         return dec.to(device)
 
     def save_pretrained(self, model_dir: Union[str, Path], extra: Optional[dict[str, Any]] = None) -> None:
         """Write config.json + model.safetensors (this decoder's current weights and statistics)."""
-        sigmas = {k: list(self.sigmas_for(k)) for k in (1, 2, 3, 4)} if self.kind == "consistency" else {}
-        p = self.features.preset
-        info = {
-            "kind": self.kind,
-            "domain": "mel",
-            "config": config_for_kind(to_dict(self.config), self.kind),
-            "sigma_data": float(self.model.param.sigma_data),
-            "preset": p.name,
-            "sample_rate": p.sample_rate,
-            "hop_length": p.hop_length,
-            "n_mels": p.n_mels,
-            "default_sigmas": {str(k): v for k, v in sigmas.items()},
-            "domain_info": self.model_info(),
-        }
-        info.update(extra or {})
+        sigmas = {k: self.sigmas_for(k) for k in (1, 2, 3, 4)} if self.kind == "consistency" else {}
+        info = ckpt.ModelDirInfo(kind=self.kind, config=self.config, sigma_data=float(self.model.param.sigma_data),
+                                 domain_info=self.model_info(), default_sigmas=sigmas, extra=extra or {})
         ckpt.save_model_dir(Path(model_dir), weights=self.model.state_dict(), info=info)
 
     # ------------------------------------------------------------------ conversions

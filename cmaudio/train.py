@@ -45,7 +45,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from cmaudio import checkpoint as ckpt
-from cmaudio.build import build_model, build_objective, device_of, role_of
+from cmaudio.build import build_model, build_objective, device_of
+from cmaudio.checkpoint import kind_of
 from cmaudio.config import Config, dump_yaml, replace, to_dict
 from cmaudio.domains.base import Domain
 from cmaudio.domains.mel import MelDomain
@@ -268,7 +269,7 @@ def train(
         writer = SummaryWriter(str(run_dir / "tb"))
 
     base_meta = {"config": to_dict(cfg), "sigma_data": sigma_data, "git_commit": ckpt.git_commit(),
-                 "role": role_of(cfg), "domain_info": domain.extra_model_info()}
+                 "kind": kind_of(cfg), "domain_info": domain.extra_model_info()}
 
     def save(at_step: int) -> Optional[Path]:
         if not dinfo.main:
@@ -407,16 +408,9 @@ def init_weights(model: nn.Module, source: Path) -> None:
     """Load fine-tuning start weights from a model directory or a run directory (its smallest EMA)."""
     if not source.exists():
         raise ConfigError(f"train.init_from not found: {source}")
-    if (source / ckpt.CKPT_DIR).is_dir():
-        c = ckpt.latest_valid(source)
-        if c is None:
-            raise CheckpointError(f"train.init_from {source} has no complete checkpoint")
-        rates = ckpt.read_meta(c).get("ema_rates", [])
-        f = c / (ckpt.ema_file(min(rates)) if rates else ckpt.MODEL_FILE)
-        ckpt.load_state_into(model, ckpt.load_weights(f), f"train.init_from {f}")
-    else:
-        _, weights = ckpt.read_model_dir(source)
-        ckpt.load_state_into(model, weights, f"train.init_from {source}")
+    picked = ckpt.load_source(source, what="train.init_from")
+    where = picked.path if picked.checkpoint is not None else source
+    ckpt.load_state_into(model, picked.weights, f"train.init_from {where}")
 
 
 def threading_main() -> bool:

@@ -26,9 +26,9 @@ import torch
 from torch import Tensor, nn
 
 from cmaudio import checkpoint as ckpt
-from cmaudio.build import build_model, make_param, role_of
-from cmaudio.config import Config, from_dict, to_dict
-from cmaudio.errors import CheckpointError, ConfigError, DataError
+from cmaudio.build import build_model, make_param
+from cmaudio.config import Config
+from cmaudio.errors import CheckpointError, DataError
 from cmaudio.features import MelSpectrogram, can_convert, convert, get_preset
 from cmaudio.sampling import bandwidth_extension, consistency_sample, inpaint, ode_nfe, ode_sample, teacher_sigmas
 
@@ -71,76 +71,6 @@ class Chunked:
             out[..., a * hop : b * hop] += core * w
             weight[a * hop : b * hop] += w
         return out / weight.clamp_min(1e-12)
-
-
-def config_for_kind(config: dict, kind: str) -> dict:
-    """A config dict whose objective.kind agrees with `kind` (what check_model_info requires)."""
-    okind = config.get("objective", {}).get("kind")
-    if (kind == "denoiser") != (okind == "dsm"):
-        config = dict(config, objective=dict(config.get("objective", {}), kind="dsm" if kind == "denoiser" else "ict"))
-    return config
-
-
-def _positive_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-
-
-def check_model_info(info: dict, model_dir: Path) -> tuple[Config, float, str, dict[int, tuple[float, ...]]]:
-    """Validate a model directory's config.json -> (config, sigma_data, kind, default_sigmas).
-
-    Every value is type-checked (a hand-edited file gives a one-line CheckpointError naming the
-    key, never an internal error), and the summary fields (kind, domain, preset, sample_rate,
-    hop_length, n_mels) must agree with the model's own config: `kind: denoiser` on consistency
-    weights would silently run them as an ODE denoiser.
-    """
-    cfg_path = Path(model_dir) / ckpt.CONFIG_FILE
-    missing = [k for k in ("config", "sigma_data") if k not in info]
-    if missing:
-        raise CheckpointError(f"{cfg_path} lacks {', '.join(missing)}; re-export the model with cmaudio export")
-    if not isinstance(info["config"], dict):
-        raise CheckpointError(f"{cfg_path}: config must be a mapping of sections (got {type(info['config']).__name__})")
-    try:
-        cfg = from_dict(info["config"], source=str(cfg_path))
-    except ConfigError as e:
-        raise CheckpointError(str(e) if str(cfg_path) in str(e) else f"{cfg_path}: {e}") from None
-    sd = info["sigma_data"]
-    if not _positive_number(sd):
-        raise CheckpointError(f"{cfg_path}: sigma_data must be a positive number (got {sd!r}); re-export the model")
-    kind = info.get("kind", "consistency")
-    if kind not in ("consistency", "denoiser"):
-        raise CheckpointError(f"{cfg_path}: kind {kind!r} is not 'consistency' or 'denoiser'; re-export the model")
-    role = role_of(cfg)
-    if kind != role:
-        raise CheckpointError(
-            f"{cfg_path}: kind {kind!r} does not match the model (objective.kind {cfg.objective.kind!r} trains a "
-            f"{role} model); re-export it with cmaudio export"
-        )
-    preset = get_preset(cfg.features.preset)
-    expect = {"domain": cfg.model.domain, "preset": preset.name, "sample_rate": preset.sample_rate,
-              "hop_length": preset.hop_length, "n_mels": preset.n_mels}
-    for key, want in expect.items():
-        if key in info and info[key] != want:
-            raise CheckpointError(
-                f"{cfg_path}: {key} is {info[key]!r} but the model's config (preset {preset.name!r}) gives {want!r}; "
-                "re-export the model"
-            )
-    raw = info.get("default_sigmas", {}) or {}
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{cfg_path}: default_sigmas must map a step count to a list of sigmas (got {raw!r})")
-    sigmas: dict[int, tuple[float, ...]] = {}
-    for k, v in raw.items():
-        try:
-            steps = int(k)
-        except (TypeError, ValueError):
-            steps = -1
-        ok = (steps >= 1 and isinstance(v, (list, tuple)) and len(v) == steps and all(_positive_number(s) for s in v)
-              and all(a > b for a, b in zip(v, v[1:])))
-        if not ok:
-            raise CheckpointError(
-                f"{cfg_path}: default_sigmas[{k!r}] must list {k} strictly decreasing positive sigmas (got {v!r})"
-            )
-        sigmas[steps] = tuple(float(s) for s in v)
-    return cfg, float(sd), kind, sigmas
 
 
 def check_steps(steps: Any) -> int:
@@ -266,7 +196,8 @@ class Vocoder(GeneratorDefaults, nn.Module):
     """Mel-conditioned waveform generator.
 
     Attributes: sample_rate (Hz), hop_length (samples per frame), n_mels, preset (mel
-    convention name), kind ('consistency' or 'denoiser'), model (the parameterized network).
+    convention name), kind ('consistency' or 'denoiser'), model (the parameterized network),
+    info (the model directory's `checkpoint.ModelDirInfo`, when loaded by from_pretrained).
     """
 
     def __init__(
@@ -312,29 +243,18 @@ class Vocoder(GeneratorDefaults, nn.Module):
         model_dir = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
         if model_dir == DEFAULT_MODEL_DIR and not (model_dir / ckpt.CONFIG_FILE).is_file():
             raise CheckpointError(f"no default model is installed at {model_dir}; pass -m MODEL_DIR")
-        info, weights = ckpt.read_model_dir(model_dir)
-        cfg, sigma_data, kind, sigmas = check_model_info(info, model_dir)
-        model = build_model(cfg, sigma_data, kind)
+        info, weights = ckpt.load_model_dir(model_dir)
+        model = build_model(info.config, info.sigma_data, info.kind)
         ckpt.load_state_into(model, weights, f"{model_dir / ckpt.MODEL_FILE}")
-        voc = cls(model, cfg, kind=kind, default_sigmas=sigmas)
+        voc = cls(model, info.config, kind=info.kind, default_sigmas=info.default_sigmas)
         voc.info = info
         return voc.to(device)
 
     def save_pretrained(self, model_dir: str | Path, extra: Optional[dict[str, Any]] = None) -> None:
         """Write config.json + model.safetensors (this vocoder's current weights)."""
-        sigmas = {k: list(self.sigmas_for(k)) for k in (1, 2, 3, 4)} if self.kind == "consistency" else {}
-        info = {
-            "kind": self.kind,
-            "domain": "wave",
-            "config": config_for_kind(to_dict(self.config), self.kind),
-            "sigma_data": float(self.model.param.sigma_data),
-            "preset": self.preset,
-            "sample_rate": self.sample_rate,
-            "hop_length": self.hop_length,
-            "n_mels": self.n_mels,
-            "default_sigmas": {str(k): v for k, v in sigmas.items()},
-        }
-        info.update(extra or {})
+        sigmas = {k: self.sigmas_for(k) for k in (1, 2, 3, 4)} if self.kind == "consistency" else {}
+        info = ckpt.ModelDirInfo(kind=self.kind, config=self.config, sigma_data=float(self.model.param.sigma_data),
+                                 default_sigmas=sigmas, extra=extra or {})
         ckpt.save_model_dir(Path(model_dir), weights=self.model.state_dict(), info=info)
 
     # ------------------------------------------------------------------ features

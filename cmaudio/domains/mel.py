@@ -5,7 +5,7 @@ masked crops): see `cmaudio.mel`'s docstring; the helpers live in `cmaudio.domai
 Validation decodes held-out utterances with the model being trained through
 `cmaudio.mel.MelDecoder` (a padded batch, so the masks are exercised) and scores log-mel L1.
 
-Imports: build, checkpoint, config, data, domains (base, meldata), errors, io, mel (MelDecoder).
+Imports: checkpoint, config, data, domains (base, meldata), errors, io, mel (MelDecoder).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cmaudio import checkpoint as ckpt
-from cmaudio.build import role_of
+from cmaudio.checkpoint import kind_of
 from cmaudio.config import Config
 from cmaudio.data import StreamSampler, splits_from_config
 from cmaudio.domains.base import Domain, add_png, check_features
@@ -33,23 +33,12 @@ from cmaudio.mel import MelDecoder
 STATS_MAX_UTTERANCES = 2000
 
 
-def _teacher_domain_info(cfg: Config) -> Optional[dict]:
-    """{config, domain_info, sigma_data} of a cmaudio CD teacher (run dir or model dir), or None if not one."""
+def _teacher_info(cfg: Config) -> Optional[ckpt.ModelDirInfo]:
+    """The record of a cmaudio CD teacher (run dir or model dir), or None if objective.teacher is not one."""
     path = Path(cfg.objective.teacher) if cfg.objective.teacher else None
     if path is None or not path.is_dir():
         return None
-    if (path / ckpt.CKPT_DIR).is_dir():
-        c = ckpt.latest_valid(path)
-        if c is None:
-            return None
-        meta = ckpt.read_meta(c)
-        return {"config": meta.get("config", {}), "domain_info": meta.get("domain_info", {}),
-                "sigma_data": meta.get("sigma_data")}
-    if (path / ckpt.CONFIG_FILE).is_file():
-        info, _ = ckpt.read_model_dir(path)
-        return {"config": info.get("config", {}), "domain_info": info.get("domain_info", {}),
-                "sigma_data": info.get("sigma_data")}
-    return None
+    return ckpt.read_source_info(path)
 
 
 class MelDomain(Domain):
@@ -89,7 +78,7 @@ class MelDomain(Domain):
                                   segment=d.standin_segment, smooth=d.standin_smooth, cache=True,
                                   cond_channels=self.cond_channels_)
         self._measure(log)
-        teacher = _teacher_domain_info(cfg) if cfg.objective.kind == "cd" else None
+        teacher = _teacher_info(cfg) if cfg.objective.kind == "cd" else None
         if teacher is not None:
             self._adopt_teacher(teacher, log)
         self.dataset = MelSegmentDataset(self.train_pairs, frames=self.frames, seed=seed, mel_mean=self.mel_mean,
@@ -122,15 +111,15 @@ class MelDomain(Domain):
         log(f"mel statistics from {len(chosen)} training utterances ({mom.n} frames); "
             f"RMS of the model's data ({self.prior} prior): {self._rms:.4f}")
 
-    def _adopt_teacher(self, teacher: dict, log) -> None:
-        tcfg = teacher.get("config", {}).get("model", {})
-        if tcfg.get("domain", "mel") != "mel":
-            raise ConfigError(f"objective.teacher {self.cfg.objective.teacher} is a {tcfg.get('domain')} model; "
+    def _adopt_teacher(self, teacher: ckpt.ModelDirInfo, log) -> None:
+        tcfg = teacher.config.model
+        if tcfg.domain != "mel":
+            raise ConfigError(f"objective.teacher {self.cfg.objective.teacher} is a {tcfg.domain} model; "
                               "a mel decoder needs a mel-domain teacher (model.domain=mel)")
-        if tcfg.get("prior", "zero") != self.prior:
-            raise ConfigError(f"the teacher was trained with model.prior={tcfg.get('prior')!r} but this run uses "
+        if tcfg.prior != self.prior:
+            raise ConfigError(f"the teacher was trained with model.prior={tcfg.prior!r} but this run uses "
                               f"{self.prior!r}; use the teacher's prior")
-        info = teacher.get("domain_info", {})
+        info = teacher.domain_info
         if "mel_mean" in info:
             if int(info.get("cond_channels", self.cond_channels_)) != self.cond_channels_:
                 raise ConfigError(f"the teacher's cond has {info.get('cond_channels')} channels, this data's {self.cond_channels_}")
@@ -138,8 +127,7 @@ class MelDomain(Domain):
             self.mel_std = np.asarray(info["mel_std"], np.float64)
             self.cond_mean = np.asarray(info.get("cond_mean", info["mel_mean"]), np.float64)
             self.cond_std = np.asarray(info.get("cond_std", info["mel_std"]), np.float64)
-            if teacher.get("sigma_data") is not None:
-                self._rms = float(teacher["sigma_data"])
+            self._rms = float(teacher.sigma_data)
             log("mel statistics and sigma_data taken from the teacher (student and teacher must normalise alike)")
 
     def sigma_data(self) -> float:
@@ -183,7 +171,7 @@ class MelDomain(Domain):
 
     # ------------------------------------------------------------------ validation
     def decoder(self, model: nn.Module, cfg: Config) -> "MelDecoder":
-        dec = MelDecoder(model, cfg, kind=role_of(cfg), domain_info=self.extra_model_info(),
+        dec = MelDecoder(model, cfg, kind=kind_of(cfg), domain_info=self.extra_model_info(),
                          default_sigmas={int(k): v for k, v in cfg.sampling.sigmas.items()})
         return dec.to(next(model.parameters()).device)
 

@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 import torch
 
-from cmaudio.build import role_of
+from cmaudio.checkpoint import kind_of
 from cmaudio.config import Config
 from cmaudio.data import dataset_from_config, estimate_sigma_data, load_utterance_audio, make_loader, splits_from_config
 from cmaudio.domains.base import Domain, add_png, check_features
@@ -72,7 +72,7 @@ class WaveDomain(Domain):
 
     @torch.no_grad()
     def validate(self, model, cfg, step, out_dir, writer):
-        kind = role_of(cfg)
+        kind = kind_of(cfg)
         voc = Vocoder(model, cfg, kind=kind, default_sigmas={int(k): v for k, v in cfg.sampling.sigmas.items()})
         settings = [(1, "1step"), (2, "2step")] if kind == "consistency" else [(cfg.sampling.teacher_steps, "ode")]
         sr = voc.sample_rate
