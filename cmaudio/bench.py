@@ -861,6 +861,11 @@ def _fmt(v, spec: str, none: str = "-") -> str:
     return none if v is None else format(v, spec)
 
 
+def _xrt(v) -> str:
+    """Two decimals, or two significant digits below 0.1 (a 50-step call on CPU: 0.0031, not 0.00)."""
+    return "-" if v is None else (f"{v:.2f}" if abs(v) >= 0.1 else f"{v:.2g}")
+
+
 # (header, width) of the table's columns; fixed so that rows can be printed as they complete
 _COLUMNS = (("name", 22), ("steps", 5), ("nfe", 3), ("batch", 5), ("dtype", 5), ("thr", 3), ("params", 7),
             ("GFLOP/s", 7), ("xRT", 8), ("xRT best", 8), ("xRT cpu", 8), ("RTF", 8), ("ms/call", 9),
@@ -890,7 +895,7 @@ def format_row(r: dict) -> str:
         str(r.get("dtype")), _fmt(r.get("threads"), "d"),
         "-" if r.get("params") is None else f"{r['params'] / 1e6:.2f}M",
         "-" if fps is None else f"{fps / 1e9:.2f}",
-        _fmt(r.get("xrt"), ".2f"), _fmt(r.get("xrt_best"), ".2f"), _fmt(r.get("xrt_cpu"), ".2f"),
+        _xrt(r.get("xrt")), _xrt(r.get("xrt_best")), _xrt(r.get("xrt_cpu")),
         _fmt(r.get("rtf"), ".4f"),
         "-" if r.get("time_s") is None else f"{r['time_s'] * 1000:.1f}",
         calls, _fmt(r.get("peak_mem_mb"), ".1f"), _fmt(r.get("sample_rate"), "d"),
