@@ -503,7 +503,7 @@ def test_export_writes_loadable_model_dir(run_dir, tmp_path, capsys):
     info = json.loads((out / "config.json").read_text())
     assert info["kind"] == "consistency" and info["domain"] == "wave"
     assert info["preset"] == "hifigan" and info["sample_rate"] == 22050 and info["hop_length"] == 256
-    assert info["config"]["model"]["net"] == "unet1d" and info["config"]["model"]["size"] == "tiny"
+    assert info["config"]["model"]["net"] == "framenet" and info["config"]["model"]["size"] == "tiny"
     assert sorted(info["default_sigmas"]) == ["1", "2", "3", "4"]
     assert info["ema_rate"] == 0.999 and info["trained_steps"] == 2 and len(info["sha256"]) == 64
     # the inference EMA (smallest rate by default), not the online weights

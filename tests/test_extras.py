@@ -139,6 +139,12 @@ def test_framenet_stft_pair_reconstructs_exactly():
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2, 12 * HOP, generator=g)
     y = net._istft(net._stft(x), None)
+    # the DFT-convolution pair (what an ONNX export traces) equals the FFT pair
+    torch.testing.assert_close(net._stft(x, dft=True), net._stft(x), atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(net._istft(net._stft(x), None, dft=True), y, atol=1e-5, rtol=0)
+    ref = torch.stft(torch.nn.functional.pad(x, (384, 384)), 1024, HOP, 1024, torch.hann_window(1024), center=False,
+                     return_complex=True)
+    torch.testing.assert_close(net._stft(x), torch.cat([ref.real, ref.imag], 1), atol=1e-3, rtol=1e-4)
     torch.testing.assert_close(y, x, atol=1e-5, rtol=0)
     # with a frame mask, the envelope follows the valid frames: a masked 7-frame item equals itself alone
     fmask = torch.zeros(1, 1, 12)

@@ -14,9 +14,12 @@ the boundary f(x, eps) == x stays exact whatever F is:
     -> `layers` ConvNeXt blocks at the frame rate: depthwise conv (k=7) -> per-frame LayerNorm
        modulated by the noise embedding (AdaLN: h (1 + scale) + shift) -> Linear(dim, mult*dim)
        -> GELU -> dropout -> Linear(mult*dim, dim) -> layer scale -> residual
-    -> LayerNorm -> Linear(dim, n_fft + 2) (zero-initialised, so F == 0 at init) -> complex
-       spectrum (B, n_fft/2 + 1, F) -> iSTFT ('same' framing, overlap-add normalised by the
-       squared-window envelope) -> (B, 1, F*hop) -> crop to T.
+    -> LayerNorm -> Linear(dim, 2 (n_fft + 2)) (zero-initialised, so F == 0 at init) -> a residual
+       spectrum R and a complex mask M; the output spectrum is R + M X, X the input's STFT (a mask is
+       how a frame-rate net denoises at low sigma, where F must carry x's own detail)
+       (B, n_fft + 2, F) -> iSTFT ('same' framing, overlap-add normalised by the
+       squared-window envelope) -> (B, 1, F*hop) -> crop to T. Both transforms are convolutions with
+       fixed real DFT bases (exportable to ONNX; the pair reconstructs exactly, tests/test_extras.py).
 
 The head predicts the complex spectrum directly (RFWave's choice): a zero-initialised linear
 map keeps F == 0 at init, which a magnitude/phase head (exp, cos/sin) cannot.
@@ -58,6 +61,11 @@ FRAMENET_PRESETS: dict[str, dict] = {
     "small": {"dim": 384, "layers": 8, "mult": 3, "n_fft": 1024},
     "base": {"dim": 512, "layers": 8, "mult": 3, "n_fft": 1024},
 }
+
+
+def _exporting() -> bool:
+    """True while torch.onnx traces the net (then the DFT-convolution STFT is used)."""
+    return bool(torch.onnx.is_in_onnx_export())
 
 
 def _layer_norm(h: Tensor, eps: float = 1e-6) -> Tensor:
@@ -123,7 +131,11 @@ class FrameNet(nn.Module):
         self.blocks = nn.ModuleList(
             [ConvNeXtBlock(dim, mult, emb_dim, layer_scale=1.0 / layers, dropout=dropout) for _ in range(layers)]
         )
-        self.head = nn.Conv1d(dim, 2 * bins, 1)
+        # head: [Re; Im] of a residual spectrum R and of a complex mask M on the input spectrum X, so
+        # F's spectrum = R + M X. The mask is what lets F cancel (part of) the noise in c_in x at low
+        # and mid sigma, where f = c_skip x + c_out F needs F to carry x's own detail (a Wiener-like
+        # gain per bin); at sigma_max X is noise and the net learns M ~ 0 and R = the audio.
+        self.head = nn.Conv1d(dim, 4 * bins, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -143,27 +155,62 @@ class FrameNet(nn.Module):
         return frames * self.hop + self.n_fft
 
     # ------------------------------------------------------------------------------ STFT
+    # Two equal implementations: the FFT (torch.stft / irfft + fold; fast, used in training and
+    # inference) and real-valued strided convolutions with fixed DFT bases (no complex tensors: what
+    # an ONNX export traces). Analysis rows w[n] cos(2 pi k n / N) and -w[n] sin(2 pi k n / N);
+    # synthesis is the inverse real DFT of each frame times the window, overlap-added.
     def _pad(self) -> int:
         return (self.n_fft - self.hop) // 2
 
-    def _stft(self, x: Tensor) -> Tensor:
-        """(B, F*hop) -> (B, n_fft/2+1, F) complex, 'same' framing with zero padding."""
-        p = self._pad()
-        xp = F.pad(x, (p, p))
-        return torch.stft(xp, self.n_fft, self.hop, self.n_fft, self.window.to(x.dtype), center=False,
-                          return_complex=True)
+    def _bases(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+        N = self.n_fft
+        bins = N // 2 + 1
+        n = torch.arange(N, dtype=torch.float64, device=device)
+        k = torch.arange(bins, dtype=torch.float64, device=device)
+        ang = 2 * math.pi * k[:, None] * n[None, :] / N  # (bins, N)
+        w = self.window.to(device=device, dtype=torch.float64)
+        analysis = torch.cat([torch.cos(ang), -torch.sin(ang)], 0) * w  # (2 bins, N)
+        # inverse real DFT: x[n] = (1/N) sum_k c_k (Re X_k cos - Im X_k sin), c_0 = c_{N/2} = 1, else 2
+        c = torch.full((bins,), 2.0, dtype=torch.float64, device=device)
+        c[0] = 1.0
+        if N % 2 == 0:
+            c[-1] = 1.0
+        synthesis = torch.cat([c[:, None] * torch.cos(ang), -c[:, None] * torch.sin(ang)], 0) * w / N
+        return analysis.to(dtype)[:, None, :], synthesis.to(dtype)[:, None, :]
 
-    def _istft(self, spec: Tensor, fmask: Optional[Tensor]) -> Tensor:
-        """(B, bins, F) complex -> (B, F*hop): windowed overlap-add / squared-window envelope."""
-        B, _, nF = spec.shape
-        frames = torch.fft.irfft(spec, n=self.n_fft, dim=1) * self.window.to(spec.real.dtype)[None, :, None]
-        length = (nF - 1) * self.hop + self.n_fft
-        y = F.fold(frames, (1, length), (1, self.n_fft), stride=(1, self.hop)).reshape(B, length)
-        w2 = (self.window**2).to(y.dtype)[None, :, None].expand(1 if fmask is None else B, -1, nF)
-        if fmask is not None:
-            w2 = w2 * fmask.to(y.dtype)
-        env = F.fold(w2, (1, length), (1, self.n_fft), stride=(1, self.hop)).reshape(w2.shape[0], length)
+    def _stft(self, x: Tensor, *, dft: Optional[bool] = None) -> Tensor:
+        """(B, F*hop) -> (B, 2 (n_fft/2+1), F): [Re; Im] of the Hann-windowed DFT of each frame,
+        'same' framing with zero padding (frame i covers samples i*hop - pad ... i*hop - pad + n_fft).
+        dft: use the DFT-basis convolution (default: only while exporting to ONNX; else the FFT)."""
         p = self._pad()
+        xp = F.pad(x[:, None], (p, p))
+        if dft if dft is not None else _exporting():
+            analysis, _ = self._bases(x.dtype, x.device)
+            return F.conv1d(xp, analysis, stride=self.hop)
+        z = torch.stft(xp[:, 0], self.n_fft, self.hop, self.n_fft, self.window.to(x.dtype), center=False,
+                       return_complex=True)
+        return torch.cat([z.real, z.imag], dim=1)
+
+    def _istft(self, spec: Tensor, fmask: Optional[Tensor], *, dft: Optional[bool] = None) -> Tensor:
+        """(B, 2 (n_fft/2+1), F) [Re; Im] -> (B, F*hop): windowed overlap-add of the inverse DFTs, divided
+        by the squared-window envelope of the (valid) frames. The inverse of `_stft` on the valid span."""
+        B, _, nF = spec.shape
+        if dft if dft is not None else _exporting():
+            _, synthesis = self._bases(spec.dtype, spec.device)
+            y = F.conv_transpose1d(spec, synthesis, stride=self.hop)[:, 0]  # (B, (F-1) hop + n_fft)
+        else:
+            bins = self.n_fft // 2 + 1
+            frames = torch.fft.irfft(torch.complex(spec[:, :bins], spec[:, bins:]), n=self.n_fft, dim=1)
+            frames = frames * self.window.to(frames.dtype)[None, :, None]
+            y = F.fold(frames, (1, (nF - 1) * self.hop + self.n_fft), (1, self.n_fft), stride=(1, self.hop))
+            y = y.reshape(B, -1)
+        w2 = (self.window**2).to(device=spec.device, dtype=spec.dtype)[None, None, :]
+        ones = torch.ones(1 if fmask is None else B, 1, nF, device=spec.device, dtype=spec.dtype)
+        if fmask is not None:
+            ones = ones * fmask.to(spec.dtype)
+        env = F.conv_transpose1d(ones, w2, stride=self.hop)[:, 0]
+        p = self._pad()
+        length = y.shape[-1]
         y, env = y[:, p:length - p], env[:, p:length - p]
         return y / env.clamp_min(1e-8)
 
@@ -181,9 +228,10 @@ class FrameNet(nn.Module):
             valid = mask[:, 0].to(torch.float32).sum(-1)  # masks are a prefix of valid samples
             frames_valid = torch.ceil(valid / self.hop)
             fmask = (torch.arange(nF, device=x.device)[None, :] < frames_valid[:, None]).to(x.dtype)[:, None]
-        xs = F.pad(x[:, 0], (0, Tp - T)).float()
-        spec = self._stft(xs) * self.spec_scale
-        feats = torch.cat([spec.real, spec.imag], dim=1).to(x.dtype)
+        xs = F.pad(x[:, 0], (0, Tp - T))
+        xs = xs.float() if xs.dtype not in (torch.float32, torch.float64) else xs
+        spec_in = self._stft(xs)  # (B, 2 bins, F), in units of x
+        feats = (spec_in * self.spec_scale).to(x.dtype)
         h = self.in_proj(feats)
         if self.cond_proj is not None:
             c = fit_length(cond.to(x.dtype), nF)
@@ -195,12 +243,15 @@ class FrameNet(nn.Module):
         emb = self.noise_emb(c_noise.reshape(-1).expand(B) if c_noise.numel() == 1 else c_noise)
         for blk in self.blocks:
             h = blk(h, emb, fmask)
-        out = self.head(_layer_norm(h)).float()
+        out = self.head(_layer_norm(h))
+        out = out.float() if out.dtype not in (torch.float32, torch.float64) else out
         bins = self.n_fft // 2 + 1
-        spec_out = torch.complex(out[:, :bins], out[:, bins:])
+        xr, xi = spec_in[:, :bins].to(out.dtype), spec_in[:, bins:].to(out.dtype)
+        mr, mi = out[:, 2 * bins:3 * bins], out[:, 3 * bins:]
+        out = out[:, :2 * bins] + torch.cat([mr * xr - mi * xi, mr * xi + mi * xr], dim=1)  # R + M X
         if fmask is not None:
-            spec_out = spec_out * fmask.float()
-        y = self._istft(spec_out, fmask)[:, :T]
+            out = out * fmask.to(out.dtype)
+        y = self._istft(out, fmask)[:, :T]
         y = y[:, None].to(x.dtype)
         if mask is not None:
             y = y * mask.to(y.dtype)
