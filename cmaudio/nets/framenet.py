@@ -30,12 +30,14 @@ are zeroed before every time-mixing convolution, invalid frames get a zero spect
 overlap-add envelope is built from valid frames only. An item in a padded batch then gives,
 on its valid samples, what it gives when run alone.
 
-Presets (`FRAMENET_PRESETS`; measured in cmaudio bench):
+Presets (`FRAMENET_PRESETS`; speed in `cmaudio bench`):
 
-    size   dim  layers  mult  n_fft   params (80 mels)
-    tiny    32     2     2    1024    ~0.09 M (tests)
-    small  384     8     3    1024    ~8.0 M
-    base   512     8     3    1024    ~13.5 M (Vocos's width and depth)
+    size   dim  layers  mult  n_fft   params (80 mels; counted with nets.count_parameters)
+    tiny    32     2     2    1024     0.16 M (tests)
+    small  384     8     3    1024    12.0 M
+    base   512     8     3    1024    19.0 M (Vocos's width and depth; the STFT input, mask head
+                                              and AdaLN layers add to Vocos's 13.5 M)
+The shipped default model uses dim 256 x 6 blocks (5.2 M; recipes/default_vocoder.yaml).
 
 Shapes: x (B, 1, T) float; c_noise (B,) float; cond (B, C_cond, T_cond) or None, T_cond about
 T / hop (cropped or right-padded by repeating the last frame); mask (B, 1, T) or None.
