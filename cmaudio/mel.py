@@ -80,7 +80,7 @@ from cmaudio.domains.meldata import mel_stats, standin_cond
 from cmaudio.errors import CheckpointError, ConfigError, DataError
 from cmaudio.features import MelSpectrogram, get_preset
 from cmaudio.io import load_npy, save_npy_atomic
-from cmaudio.sampling import ode_sample, teacher_sigmas
+from cmaudio.sampling import consistency_sample, ode_sample, strictly_decreasing, teacher_sigmas
 from cmaudio.vocoder import GeneratorDefaults
 
 
@@ -359,16 +359,11 @@ class MelDecoder(GeneratorDefaults, nn.Module):
             cn = cn * m
         if self.kind == "consistency":
             s = tuple(float(v) for v in sigmas) if sigmas is not None else self.sigmas_for(steps)
-            if len(s) < 1 or any(a <= b for a, b in zip(s, s[1:])):
+            if not strictly_decreasing(s):
                 raise DataError(f"sigmas must be a non-empty strictly decreasing list, got {list(s)}")
-            z = self._noise(B, T, len(s), generator)
-            eps = self.model.param.sigma_min
-            x = None
-            for k, tau in enumerate(s):  # CM Alg. 1: x_tau = x + sqrt(tau^2 - eps^2) z, x = f(x_tau, tau)
-                x = s[0] * z[0] if k == 0 else x + math.sqrt(max(tau * tau - eps * eps, 0.0)) * z[k]
-                if m is not None:
-                    x = x * m
-                x = self.model(x, tau, cn, mask=m)
+            z = self._noise(B, T, len(s), generator)  # per-item generators: z[k] is step k's draw
+            x = consistency_sample(self.model, (B, self.n_mels, T), sigmas=s, cond=cn, generator=lambda k: z[k],
+                                   mask=m, device=self.device)
         else:
             s = list(float(v) for v in sigmas) if sigmas is not None else teacher_sigmas(self.model.param, steps)
             z = self._noise(B, T, 1, generator)

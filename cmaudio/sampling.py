@@ -18,7 +18,7 @@ Shapes: x (B, C, T); cond (B, C_cond, T_cond) or None; sigmas are Python floats.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -30,6 +30,24 @@ from cmaudio.solvers import get_solver
 def randn(shape: Sequence[int], generator: Optional[torch.Generator], device, dtype=torch.float32) -> Tensor:
     """Standard normal noise drawn on the CPU from `generator`, then moved to `device`."""
     return torch.randn(*shape, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
+
+
+NoiseSource = Union[None, torch.Generator, Callable[[int], Tensor]]
+
+
+def noise_fn(noise: NoiseSource, shape: Sequence[int], device) -> Callable[[int], Tensor]:
+    """k -> the k-th standard normal draw of a sampler: from a torch.Generator (or the global RNG for
+    None), drawn on the CPU then moved to `device`; or a caller's callable k -> (shape) tensor (e.g.
+    per-item generators, as cmaudio.mel.MelDecoder uses)."""
+    if callable(noise) and not isinstance(noise, torch.Generator):
+        return lambda k: noise(k).to(device=device, dtype=torch.float32)
+    return lambda k: randn(shape, noise, device)
+
+
+def strictly_decreasing(sigmas: Sequence[float]) -> bool:
+    """True for a non-empty, strictly decreasing list of noise levels (what every sampler needs)."""
+    s = list(sigmas)
+    return len(s) >= 1 and all(a > b for a, b in zip(s, s[1:]))
 
 
 @torch.no_grad()
@@ -103,27 +121,30 @@ def consistency_sample(
     *,
     sigmas: Sequence[float],
     cond: Optional[Tensor] = None,
-    generator: Optional[torch.Generator] = None,
+    generator: NoiseSource = None,
     device=None,
     mask: Optional[Tensor] = None,
     x_init: Optional[Tensor] = None,
 ) -> Tensor:
     """Multistep consistency sampling (CM Alg. 1). One step when len(sigmas) == 1.
 
-    x = f(sigmas[0] z, sigmas[0]); then for tau in sigmas[1:]:
-        x_tau = x + sqrt(tau^2 - eps^2) z,   x = f(x_tau, tau).
-    sigmas must decrease and lie in (eps, sigma_max]. Returns (B, C, T) float32. NFE = len(sigmas).
+    x = f(sigmas[0] z_0, sigmas[0]) (or f(x_init, sigmas[0]): x_init is already at sigmas[0]);
+    then for the k-th tau in sigmas[1:]:  x_tau = x + sqrt(tau^2 - eps^2) z_k,  x = f(x_tau, tau).
+    generator: the noise source (`noise_fn`): a torch.Generator, None (global RNG) or a callable
+    k -> z_k. sigmas must decrease and lie in (eps, sigma_max]. Returns (B, C, T) float32.
+    NFE = len(sigmas).
     """
-    if len(sigmas) < 1 or any(a <= b for a, b in zip(sigmas, sigmas[1:])):
+    if not strictly_decreasing(sigmas):
         raise ValueError(f"sigmas must be a non-empty strictly decreasing list, got {list(sigmas)}")
     device = device if device is not None else (cond.device if cond is not None else "cpu")
+    z = noise_fn(generator, shape, device)
     eps = model.param.sigma_min
-    x = randn(shape, generator, device) * sigmas[0] if x_init is None else x_init
+    x = z(0) * sigmas[0] if x_init is None else x_init
     if mask is not None:
         x = x * mask
     x = model(x, sigmas[0], cond, mask=mask)
-    for tau in sigmas[1:]:
-        x = x + math.sqrt(max(tau * tau - eps * eps, 0.0)) * randn(shape, generator, device)
+    for k, tau in enumerate(sigmas[1:], start=1):
+        x = x + math.sqrt(max(tau * tau - eps * eps, 0.0)) * z(k)
         if mask is not None:
             x = x * mask
         x = model(x, tau, cond, mask=mask)
@@ -138,7 +159,7 @@ def zero_shot_edit(
     replace_known: Callable[[Tensor, Tensor], Tensor],
     sigmas: Sequence[float],
     cond: Optional[Tensor] = None,
-    generator: Optional[torch.Generator] = None,
+    generator: NoiseSource = None,
 ) -> Tensor:
     """Zero-shot editing (CM Alg. 4).
 
@@ -148,17 +169,21 @@ def zero_shot_edit(
         for t in sigmas[1:]: x = replace_known(f(x + sqrt(t^2 - eps^2) z, t), y)
     y: (B, C, T) the observation (its unknown part is ignored). Returns (B, C, T).
     """
-    if len(sigmas) < 1 or any(a <= b for a, b in zip(sigmas, sigmas[1:])):
+    if not strictly_decreasing(sigmas):
         raise ValueError(f"sigmas must be a non-empty strictly decreasing list, got {list(sigmas)}")
-    eps = model.param.sigma_min
-    shape, device = y.shape, y.device
     y = y.to(torch.float32)
     y0 = replace_known(torch.zeros_like(y), y)
-    x = model(y0 + sigmas[0] * randn(shape, generator, device), sigmas[0], cond)
-    x = replace_known(x, y)
-    for tau in sigmas[1:]:
-        x = x + math.sqrt(max(tau * tau - eps * eps, 0.0)) * randn(shape, generator, device)
-        x = replace_known(model(x, tau, cond), y)
+    # Alg. 4 is Alg. 1 started from the known part y0 with the known part restored after each step
+    return _multistep(model, sigmas, noise_fn(generator, y.shape, y.device), x0=y0, cond=cond,
+                      after=lambda x: replace_known(x, y))
+
+
+def _multistep(model, sigmas: Sequence[float], z: Callable[[int], Tensor], *, x0: Tensor, cond, after) -> Tensor:
+    """x = after(f(x0 + sigmas[0] z_0, sigmas[0])); x = after(f(x + sqrt(tau^2 - eps^2) z_k, tau)) for the rest."""
+    eps = model.param.sigma_min
+    x = after(model(x0 + sigmas[0] * z(0), sigmas[0], cond))
+    for k, tau in enumerate(sigmas[1:], start=1):
+        x = after(model(x + math.sqrt(max(tau * tau - eps * eps, 0.0)) * z(k), tau, cond))
     return x
 
 

@@ -23,14 +23,9 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from cmaudio.param import append_dims
+from cmaudio.param import append_dims, batch_sigma
 
 DenoiserFn = Callable[..., Tensor]
-
-
-def _as_batch(s: Tensor | float, x: Tensor) -> Tensor:
-    s = torch.as_tensor(s, device=x.device, dtype=x.dtype)
-    return s.expand(x.shape[0]) if s.ndim == 0 else s.to(x.dtype)
 
 
 def ode_derivative(denoiser: DenoiserFn, x: Tensor, sigma: Tensor, cond: Optional[Tensor], **kw) -> Tensor:
@@ -43,7 +38,7 @@ def euler_step(
     denoiser: DenoiserFn, x: Tensor, sigma: Tensor | float, sigma_next: Tensor | float, cond: Optional[Tensor] = None, **kw
 ) -> Tensor:
     """x(sigma_next) ~ x + (sigma_next - sigma) dx/dsigma at (x, sigma)."""
-    s, sn = _as_batch(sigma, x), _as_batch(sigma_next, x)
+    s, sn = batch_sigma(sigma, x), batch_sigma(sigma_next, x)
     return x + append_dims(sn - s, x.ndim) * ode_derivative(denoiser, x, s, cond, **kw)
 
 
@@ -51,7 +46,7 @@ def heun_step(
     denoiser: DenoiserFn, x: Tensor, sigma: Tensor | float, sigma_next: Tensor | float, cond: Optional[Tensor] = None, **kw
 ) -> Tensor:
     """Heun's method from sigma to sigma_next (EDM Alg. 1 lines 5-8); Euler where sigma_next == 0."""
-    s, sn = _as_batch(sigma, x), _as_batch(sigma_next, x)
+    s, sn = batch_sigma(sigma, x), batch_sigma(sigma_next, x)
     h = append_dims(sn - s, x.ndim)
     d = ode_derivative(denoiser, x, s, cond, **kw)
     x_euler = x + h * d

@@ -30,7 +30,8 @@ from cmaudio.build import build_model, make_param
 from cmaudio.config import Config
 from cmaudio.errors import CheckpointError, DataError
 from cmaudio.features import MelSpectrogram, can_convert, convert, get_preset
-from cmaudio.sampling import bandwidth_extension, consistency_sample, inpaint, ode_nfe, ode_sample, teacher_sigmas
+from cmaudio.sampling import (bandwidth_extension, consistency_sample, inpaint, ode_nfe, ode_sample, strictly_decreasing,
+                              teacher_sigmas)
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "default"
 
@@ -100,7 +101,7 @@ def check_sigmas(sigmas: Any, *, sigma_min: float, sigma_max: Optional[float]) -
         raise DataError("sigmas is empty; give at least one noise level, e.g. [2.0]")
     if not all(math.isfinite(v) for v in vals):
         raise DataError(f"sigmas must be finite (got {vals})")
-    if any(a <= b for a, b in zip(vals, vals[1:])):
+    if not strictly_decreasing(vals):
         raise DataError(f"sigmas must be strictly decreasing (got {vals})")
     if vals[-1] < sigma_min * (1 - 1e-6):
         raise DataError(f"sigmas must be >= the model's sigma_min {sigma_min:g} (got {vals})")
