@@ -70,9 +70,10 @@ def _exporting() -> bool:
     return bool(torch.onnx.is_in_onnx_export())
 
 
-def _layer_norm(h: Tensor, eps: float = 1e-6) -> Tensor:
-    """Per-frame LayerNorm over channels of (B, C, F), no affine, computed in float32."""
-    return F.layer_norm(h.transpose(1, 2).float(), (h.shape[1],), eps=eps).transpose(1, 2).to(h.dtype)
+def _layer_norm(h: Tensor, channels: int, eps: float = 1e-6) -> Tensor:
+    """Per-frame LayerNorm over the `channels` channels of (B, C, F), no affine, computed in float32
+    (`channels` is passed as a constant so an ONNX trace does not read it from the shape)."""
+    return F.layer_norm(h.transpose(1, 2).float(), (channels,), eps=eps).transpose(1, 2).to(h.dtype)
 
 
 class ConvNeXtBlock(nn.Module):
@@ -80,6 +81,7 @@ class ConvNeXtBlock(nn.Module):
 
     def __init__(self, dim: int, mult: int, emb_dim: int, layer_scale: float, dropout: float) -> None:
         super().__init__()
+        self.dim = dim
         self.dwconv = nn.Conv1d(dim, dim, 7, padding=3, groups=dim)
         self.ada = nn.Linear(emb_dim, 2 * dim)
         nn.init.zeros_(self.ada.weight)
@@ -92,7 +94,7 @@ class ConvNeXtBlock(nn.Module):
     def forward(self, h: Tensor, emb: Tensor, fmask: Optional[Tensor]) -> Tensor:
         """h (B, dim, F), emb (B, emb_dim), fmask (B, 1, F) or None -> (B, dim, F), zero at invalid frames."""
         scale, shift = self.ada(emb).to(h.dtype)[..., None].chunk(2, dim=1)
-        y = _layer_norm(self.dwconv(h)) * (1 + scale) + shift
+        y = _layer_norm(self.dwconv(h), self.dim) * (1 + scale) + shift
         y = self.pw2(self.dropout(F.gelu(self.pw1(y))))
         h = h + self.gamma.to(h.dtype) * y
         return h if fmask is None else h * fmask
@@ -207,13 +209,13 @@ class FrameNet(nn.Module):
             y = F.fold(frames, (1, (nF - 1) * self.hop + self.n_fft), (1, self.n_fft), stride=(1, self.hop))
             y = y.reshape(B, -1)
         w2 = (self.window**2).to(device=spec.device, dtype=spec.dtype)[None, None, :]
-        ones = torch.ones(1 if fmask is None else B, 1, nF, device=spec.device, dtype=spec.dtype)
+        ones = torch.ones_like(spec[:, :1])  # (B, 1, F), shaped by the input (an ONNX trace stays dynamic)
         if fmask is not None:
             ones = ones * fmask.to(spec.dtype)
         env = F.conv_transpose1d(ones, w2, stride=self.hop)[:, 0]
         p = self._pad()
-        length = y.shape[-1]
-        y, env = y[:, p:length - p], env[:, p:length - p]
+        if p:
+            y, env = y[:, p:-p], env[:, p:-p]
         return y / env.clamp_min(1e-8)
 
     # ------------------------------------------------------------------------------ forward
@@ -222,6 +224,7 @@ class FrameNet(nn.Module):
         if (cond is None) != (self.cond_channels is None):
             raise ValueError("cond must be given exactly when the net was built with cond_channels")
         B, _, T = x.shape
+        exporting = _exporting()  # traced for ONNX: T = frames * hop and cond has the frames (export_onnx)
         nF = -(-T // self.hop)
         Tp = nF * self.hop
         fmask = None
@@ -230,22 +233,22 @@ class FrameNet(nn.Module):
             valid = mask[:, 0].to(torch.float32).sum(-1)  # masks are a prefix of valid samples
             frames_valid = torch.ceil(valid / self.hop)
             fmask = (torch.arange(nF, device=x.device)[None, :] < frames_valid[:, None]).to(x.dtype)[:, None]
-        xs = F.pad(x[:, 0], (0, Tp - T))
+        xs = x[:, 0] if exporting else F.pad(x[:, 0], (0, Tp - T))
         xs = xs.float() if xs.dtype not in (torch.float32, torch.float64) else xs
         spec_in = self._stft(xs)  # (B, 2 bins, F), in units of x
         feats = (spec_in * self.spec_scale).to(x.dtype)
         h = self.in_proj(feats)
         if self.cond_proj is not None:
-            c = fit_length(cond.to(x.dtype), nF)
+            c = cond.to(x.dtype) if exporting else fit_length(cond.to(x.dtype), nF)
             if fmask is not None:
                 c = c * fmask
             h = h + self.cond_proj(c)
         if fmask is not None:
             h = h * fmask
-        emb = self.noise_emb(c_noise.reshape(-1).expand(B) if c_noise.numel() == 1 else c_noise)
+        emb = self.noise_emb(c_noise if exporting or c_noise.numel() != 1 else c_noise.reshape(-1).expand(B))
         for blk in self.blocks:
             h = blk(h, emb, fmask)
-        out = self.head(_layer_norm(h))
+        out = self.head(_layer_norm(h, self.dim))
         out = out.float() if out.dtype not in (torch.float32, torch.float64) else out
         bins = self.n_fft // 2 + 1
         xr, xi = spec_in[:, :bins].to(out.dtype), spec_in[:, bins:].to(out.dtype)
@@ -253,7 +256,9 @@ class FrameNet(nn.Module):
         out = out[:, :2 * bins] + torch.cat([mr * xr - mi * xi, mr * xi + mi * xr], dim=1)  # R + M X
         if fmask is not None:
             out = out * fmask.to(out.dtype)
-        y = self._istft(out, fmask)[:, :T]
+        y = self._istft(out, fmask)
+        if not exporting:
+            y = y[:, :T]
         y = y[:, None].to(x.dtype)
         if mask is not None:
             y = y * mask.to(y.dtype)
