@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 COLUMNS = [  # (metric key, header, format)
-    ("pesq_wb", "PESQ-wb", "{:.2f}"),
+    ("pesq", "PESQ-wb", "{:.2f}"),
     ("stoi", "STOI", "{:.3f}"),
     ("visqol", "ViSQOL", "{:.2f}"),
     ("logmel_l1", "log-mel L1", "{:.3f}"),
