@@ -15,7 +15,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -84,6 +84,23 @@ def write_wav_atomic(target: str | Path, audio: np.ndarray, sample_rate: int) ->
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
     with atomic_path(target, suffix=".wav") as tmp:
         sf.write(str(tmp), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+
+
+def npy_header(path: str | Path, what: str) -> tuple[Optional[tuple[int, ...]], Optional[str]]:
+    """(shape, None) of a numeric .npy read from its header only (a memory map, never unpickling), or
+    (None, problem) naming `what`: missing, unreadable, or not numeric (dtype kinds f, i, u)."""
+    path = Path(path)
+    if not path.is_file():
+        return None, f"missing {what} file"
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        shape, kind = tuple(arr.shape), arr.dtype.kind
+        del arr
+    except Exception as e:  # noqa: BLE001 - any failure means an unusable file
+        return None, f"unreadable {what} ({' '.join(str(e).split())})"
+    if kind not in "fiu":
+        return None, f"{what} dtype kind {kind!r} is not numeric"
+    return shape, None
 
 
 def load_npy(path: str | Path) -> np.ndarray:

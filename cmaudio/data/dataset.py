@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cmaudio.data.audio import audio_info, load_audio, resampled_length
 from cmaudio.data.formats import Utterance, list_utterances
+from cmaudio.io import npy_header
 from cmaudio.data.split import split_utterances
 from cmaudio.errors import DataError
 from cmaudio.io import load_npy
@@ -211,17 +212,8 @@ class SegmentDataset(Dataset):
         return None
 
     def _mel_header_problem(self, mel_path: Path, num_samples: int) -> Optional[str]:
-        if not mel_path.is_file():
-            return "missing TTS mel file"
-        try:  # header only: a memory map, never unpickling
-            arr = np.load(mel_path, mmap_mode="r", allow_pickle=False)
-            shape, kind = arr.shape, arr.dtype.kind
-            del arr
-        except Exception as e:
-            return f"unreadable TTS mel ({' '.join(str(e).split())})"
-        if kind not in "fiu":
-            return f"TTS mel dtype kind {kind!r} is not numeric"
-        return self._mel_shape_problem(shape, num_samples)
+        shape, problem = npy_header(mel_path, "TTS mel")
+        return problem or self._mel_shape_problem(shape, num_samples)
 
     # ------------------------------------------------------------------ loading
 

@@ -23,7 +23,7 @@ from cmaudio.data import epoch_permutation, item_seeds, load_audio
 from cmaudio.data.dataset import header_problem
 from cmaudio.errors import ConfigError, DataError
 from cmaudio.features import MelSpectrogram
-from cmaudio.io import load_npy
+from cmaudio.io import load_npy, npy_header
 
 # Decoded (mel, cond) pairs at most this large (float32 bytes) are kept in memory.
 AUTO_CACHE_BYTES = 2 * 1024**3
@@ -205,16 +205,9 @@ class MelPairs:
         return None
 
     def _cond_header_problem(self, path: Path, frames: int) -> Optional[str]:
-        if not path.is_file():
-            return "missing cond file"
-        try:  # header only: a memory map, never unpickling
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-            shape, kind = arr.shape, arr.dtype.kind
-            del arr
-        except Exception as e:  # noqa: BLE001 - any failure means an unusable file
-            return f"unreadable cond file ({' '.join(str(e).split())})"
-        if kind not in "fiu":
-            return f"cond dtype kind {kind!r} is not numeric"
+        shape, problem = npy_header(path, "cond")
+        if problem:
+            return problem
         if self.cond_channels is None and len(shape) == 2:
             self.cond_channels = int(shape[0])  # the first readable file sets the width
         return self._cond_shape_problem(shape, frames)
