@@ -38,7 +38,7 @@ from torch import Tensor
 from cmaudio.errors import ConfigError, DataError
 from cmaudio.features import MelPreset, _affine, _mel_filterbank, _min_samples, get_preset
 
-__all__ = ["GRIFFINLIM_ITERS", "GRIFFINLIM_MOMENTUM", "mel_to_magnitude", "griffinlim"]
+__all__ = ["GRIFFINLIM_ITERS", "GRIFFINLIM_MOMENTUM", "mel_inverse_operator", "mel_to_magnitude", "griffinlim"]
 
 #: The iteration counts `cmaudio evaluate --baseline griffinlim` reports (rows griffinlim-32, -64).
 GRIFFINLIM_ITERS = (32, 64)
@@ -103,6 +103,31 @@ def mel_to_magnitude(mel, preset: Union[str, MelPreset] = "hifigan", method: str
     if p.normalized:  # the preset divided X by sqrt(sum w^2) (torchaudio normalized=True)
         mag = mag * math.sqrt(float(torch.hann_window(p.win_length, periodic=True, dtype=torch.float64).pow(2).sum()))
     return mag.contiguous()
+
+
+def mel_inverse_operator(preset: Union[str, MelPreset], n_fft: Optional[int] = None) -> tuple[Tensor, float, float]:
+    """The linear part of `mel_to_magnitude(..., method="pinv")` for a network that inverts mels itself
+    (FrameNet's Griffin-Lim prior): |X| ~= max(P exp((y - b) / a), 0).
+
+    Returns (P (n_fft // 2 + 1, n_mels) float32, a, b): P = pinv(filterbank) times the preset's
+    ``normalized`` gain and, when the analysis window of `n_fft` samples differs from the preset's
+    (win_length < n_fft), the ratio of the windows' sums, so that P gives magnitudes in the units of a
+    periodic Hann window of n_fft samples. The ``sqrt_add`` eps (1e-9) is neglected; the log floor is
+    the caller's (exp of a floored mel is the floor). n_fft must equal the preset's (its bins).
+    """
+    p = get_preset(preset)
+    n_fft = int(n_fft or p.n_fft)
+    if n_fft != p.n_fft:
+        raise ConfigError(f"a mel inverse needs the preset's n_fft ({p.n_fft} for {p.name!r}), got {n_fft}")
+    a, b, _, _ = _affine(p)
+    P = np.linalg.pinv(_mel_filterbank(p))  # (n_freq, n_mels)
+    gain = 1.0
+    if p.normalized:
+        gain *= math.sqrt(float(torch.hann_window(p.win_length, periodic=True, dtype=torch.float64).pow(2).sum()))
+    if p.win_length != n_fft:
+        gain *= float(torch.hann_window(n_fft, periodic=True, dtype=torch.float64).sum()) / float(
+            torch.hann_window(p.win_length, periodic=True, dtype=torch.float64).sum())
+    return torch.from_numpy(P * gain).to(torch.float32), float(a), float(b)
 
 
 def _full_window(p: MelPreset, dtype: torch.dtype) -> Tensor:

@@ -6,7 +6,7 @@
   directory, a cmaudio model directory, or a checkpoint of the reference DiffWave.
 - `build_objective(cfg, model, teacher)`: DSM / CD / CT / iCT with the configured distance.
 
-Imports: config, param, models, nets, features, objectives, checkpoint, diffwave_ref.
+Imports: config, param, models, nets, features, baselines, objectives, checkpoint, diffwave_ref.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from cmaudio import checkpoint as ckpt
+from cmaudio.baselines import mel_inverse_operator
 from cmaudio.checkpoint import kind_of
 from cmaudio.config import Config
 from cmaudio.diffwave_ref import load_diffwave_checkpoint
@@ -66,6 +67,7 @@ def build_model(cfg: Config, sigma_data: float, kind: Optional[str] = None, *, c
         dim=m.frame_dim,
         layers=m.frame_layers,
         n_fft=m.frame_n_fft,
+        **_frame_prior(cfg, sigma_data),
     )
     cls = ConsistencyModel if kind == "consistency" else Denoiser
     return cls(
@@ -75,6 +77,20 @@ def build_model(cfg: Config, sigma_data: float, kind: Optional[str] = None, *, c
         cond_hop=cond_hop,
         null_cond=m.cond_dropout > 0,
     )
+
+
+def _frame_prior(cfg: Config, sigma_data: float) -> dict:
+    """FrameNet's Griffin-Lim prior options (model.frame_prior_iters > 0): the preset's mel inverse, and the
+    gain 1 / sigma_data that puts the prior in F's units (f = c_skip x + c_out F with c_out -> sigma_data)."""
+    m = cfg.model
+    if m.net != "framenet" or not m.frame_prior_iters:
+        return {}
+    try:
+        inverse, a, b = mel_inverse_operator(cfg.features.preset, m.frame_n_fft)
+    except ConfigError as e:
+        raise ConfigError(f"model.frame_prior_iters: {e}; set model.frame_n_fft to it") from None
+    return dict(prior_iters=m.frame_prior_iters, mel_inverse=inverse, mel_affine=(a, b),
+                prior_gain=1.0 / float(sigma_data))
 
 
 def _cmaudio_teacher(path: Path, ema: Optional[float], *, run: bool) -> nn.Module:

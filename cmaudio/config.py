@@ -79,6 +79,9 @@ class ModelConfig:
     frame_dim: Optional[int] = None  # framenet: ConvNeXt width (None: from size)
     frame_layers: Optional[int] = None  # framenet: ConvNeXt blocks (None: from size)
     frame_n_fft: Optional[int] = None  # framenet: STFT size of its input and iSTFT head (None: 1024)
+    # framenet: Griffin-Lim iterations of its mel prior (0 = off): F also sees, and starts from, the waveform
+    # that fast Griffin-Lim makes of the mel (zero initial phase, the preset's pseudo-inverse filterbank)
+    frame_prior_iters: int = 0
     sigma_min: float = 0.0002  # eps: boundary of the consistency function (same units as x)
     sigma_max: float = 2.0  # T: largest noise level
     sigma_data: Optional[float] = None  # std of the data; None = estimate from the train set
@@ -218,6 +221,10 @@ def validate(cfg: Config) -> None:
     _check_finite(cfg)
     if not 0 < m.sigma_min < m.sigma_max:
         raise ConfigError(f"model.sigma_min ({m.sigma_min}) must be > 0 and < model.sigma_max ({m.sigma_max})")
+    if not 0 <= m.frame_prior_iters <= 256:
+        raise ConfigError(f"model.frame_prior_iters must be in [0, 256] (got {m.frame_prior_iters})")
+    if m.frame_prior_iters and m.net != "framenet":
+        raise ConfigError(f"model.frame_prior_iters is a framenet option; model.net is {m.net!r}")
     if m.sigma_data is not None and m.sigma_data <= 0:
         raise ConfigError(f"model.sigma_data must be positive (got {m.sigma_data}); null estimates it")
     if not 0 <= m.cond_dropout < 1:

@@ -597,6 +597,18 @@ def test_export_onnx_matches_pytorch_on_random_weights(tmp_path):
     np.testing.assert_allclose(got[:, 0], audio.numpy(), rtol=0, atol=1e-4)
 
 
+def test_export_onnx_framenet_with_its_griffin_lim_prior(tmp_path):
+    """FrameNet's prior (Griffin-Lim iterations inside the net) traces to ONNX with the DFT-convolution
+    STFT pair: ORT == PyTorch within 1e-4 on random weights, at sigma_max and at a low sigma."""
+    from cmaudio.export import export_onnx
+
+    voc = tiny_vocoder(seed=3, net="framenet", frame_prior_iters=2)
+    path = export_onnx(voc.model, tmp_path / "m.onnx", n_mels=80, hop=HOP)
+    for batch, frames, sigma in [(1, 9, voc.model.param.sigma_max), (2, 21, 0.05)]:
+        got, ref, _ = _compare_onnx(voc.model, path, batch, frames, sigma, seed=frames)
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4)
+
+
 def test_export_onnx_without_onnx_package_writes_nothing(run_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now raises ImportError
     out = tmp_path / "model"

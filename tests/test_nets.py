@@ -18,7 +18,7 @@ from torch import nn
 from cmaudio.errors import CheckpointError, ConfigError
 from cmaudio.models import ConsistencyModel, Denoiser
 from cmaudio.nets import DIFFWAVE_PRESETS, UNET_PRESETS, DiffWave, UNet1d, build_net, count_parameters, flops_per_second
-from cmaudio.nets.layers import split_hop
+from cmaudio.nets.layers import fit_length, split_hop
 from cmaudio.param import KarrasParam
 
 N_MELS = 12  # cond width of waveform nets in tests
@@ -26,7 +26,9 @@ MEL_BINS = 10  # x channels of mel-domain nets
 MEL_COND = 6  # cond width of mel-domain nets
 HOP = 256
 
-CASES = [("unet1d", "wave"), ("unet1d", "mel"), ("framenet", "wave"), ("diffwave", "wave"), ("diffwave", "mel")]
+CASES = [("unet1d", "wave"), ("unet1d", "mel"), ("framenet", "wave"), ("framenet_prior", "wave"), ("diffwave", "wave"),
+         ("diffwave", "mel")]
+PRIOR_GAIN = 2.0  # framenet_prior: FrameNet with its Griffin-Lim prior (3 iterations, a random non-negative inverse)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -43,6 +45,11 @@ def make(name: str, domain: str, *, cond: bool = True, seed: int = 0, **kw) -> n
     in_ch = 1 if domain == "wave" else MEL_BINS
     cond_ch = (N_MELS if domain == "wave" else MEL_COND) if cond else None
     hop = HOP if domain == "wave" else None
+    if name == "framenet_prior":
+        name = "framenet"
+        if cond:  # the prior inverts the mel cond; without one the case is the plain framenet
+            inverse = torch.rand(513, N_MELS, generator=torch.Generator().manual_seed(2)) * 0.05
+            kw.update(prior_iters=3, mel_inverse=inverse, mel_affine=(5.0, 0.0), prior_gain=PRIOR_GAIN)  # exp(cond / 5)
     return build_net(name, domain=domain, in_channels=in_ch, cond_channels=cond_ch, size="tiny", hop=hop, **kw)
 
 
@@ -143,9 +150,19 @@ def test_cond_must_match_construction(name, domain):
 
 @pytest.mark.parametrize("name,domain", CASES)
 def test_zero_output_at_init(name, domain):
+    """F == 0 at init (zero-initialised output layer); with FrameNet's prior, F == the prior waveform in F's units."""
     net = make(name, domain)
     x, c, cnd = inputs(net, 2, lengths(domain)[1])
-    assert torch.equal(net(x, c, cnd), torch.zeros_like(x))
+    with torch.no_grad():
+        out = net(x, c, cnd)
+    if name != "framenet_prior":
+        assert torch.equal(out, torch.zeros_like(x))
+        return
+    T = x.shape[-1]
+    nF = -(-T // HOP)
+    g, _ = net._prior(fit_length(cnd, nF), None)
+    assert g.abs().max() > 1e-3  # a live prior
+    torch.testing.assert_close(out[:, 0], PRIOR_GAIN * g[:, :T], atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name,domain", CASES)

@@ -33,7 +33,8 @@ NETS = ("unet1d", "framenet", "diffwave")
 DOMAINS = ("wave", "mel")
 
 _UNET_KEYS = ("factors", "channels", "dropout")
-_FRAMENET_KEYS = ("dim", "layers", "mult", "n_fft", "dropout")
+_FRAMENET_KEYS = ("dim", "layers", "mult", "n_fft", "dropout", "prior_iters", "mel_inverse", "mel_affine",
+                  "prior_gain")
 _DIFFWAVE_KEYS = ("residual_layers", "residual_channels", "dilation_cycle", "upsample_factors", "embedding",
                   "max_steps", "dropout")
 
@@ -74,7 +75,8 @@ def build_net(
             re-split to this hop (layers.split_hop) unless `factors` is given; diffwave: the
             spectrogram upsampler's product. Ignored in the mel domain.
         overrides: unet1d: factors, channels, dropout; framenet: dim, layers, mult, n_fft,
-            dropout; diffwave: residual_layers,
+            dropout, prior_iters, mel_inverse, mel_affine, prior_gain (its Griffin-Lim prior);
+            diffwave: residual_layers,
             residual_channels, dilation_cycle, upsample_factors, embedding, max_steps, dropout.
             A value of None means "use the preset". Keys of the other network are ignored (so a
             caller can pass every ModelConfig field); any other key is a ConfigError.

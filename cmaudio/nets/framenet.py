@@ -21,6 +21,14 @@ the boundary f(x, eps) == x stays exact whatever F is:
        squared-window envelope) -> (B, 1, F*hop) -> crop to T. Both transforms are convolutions with
        fixed real DFT bases (exportable to ONNX; the pair reconstructs exactly, tests/test_extras.py).
 
+Griffin-Lim prior (prior_iters = K > 0; docs/design.md sec. 2.16): the net also inverts its mel cond,
+|G| = max(P exp((y - b) / a), 0) with the preset's pseudo-inverse filterbank P, runs K iterations of fast
+Griffin-Lim (momentum 0.99) from zero phase in its own framing, and takes the resulting waveform's
+spectrum G (times prior_gain = 1 / sigma_data, i.e. in F's units) as a second input stream; the head
+adds (1 + M_g) G to its output spectrum, so F starts as the Griffin-Lim waveform (not silence) and
+learns what Griffin-Lim gets wrong (coherent phase). The prior depends on the mel only, so the
+consistency parameterization and its boundary are untouched.
+
 The head predicts the complex spectrum directly (RFWave's choice): a zero-initialised linear
 map keeps F == 0 at init, which a magnitude/phase head (exp, cos/sin) cannot.
 
@@ -115,7 +123,9 @@ class FrameNet(nn.Module):
     domain = "wave"
 
     def __init__(self, *, in_channels: int = 1, cond_channels: Optional[int], hop: int = 256, dim: int = 384,
-                 layers: int = 8, mult: int = 3, n_fft: int = 1024, dropout: float = 0.0) -> None:
+                 layers: int = 8, mult: int = 3, n_fft: int = 1024, dropout: float = 0.0, prior_iters: int = 0,
+                 mel_inverse: Optional[Tensor] = None, mel_affine: tuple[float, float] = (1.0, 0.0),
+                 prior_gain: float = 1.0) -> None:
         super().__init__()
         if in_channels != 1:
             raise ConfigError(f"framenet takes mono waveforms (in_channels 1), got {in_channels}")
@@ -128,7 +138,21 @@ class FrameNet(nn.Module):
         window = torch.hann_window(n_fft, periodic=True)
         self.register_buffer("window", window, persistent=False)
         self.spec_scale = 1.0 / math.sqrt(float((window**2).sum()))  # unit-variance noise -> unit-variance bins
-        self.in_proj = nn.Conv1d(2 * bins, dim, 1)
+        # Griffin-Lim prior (off when prior_iters == 0): see _prior
+        self.prior_iters = int(prior_iters)
+        if self.prior_iters < 0:
+            raise ConfigError(f"framenet prior_iters must be >= 0, got {prior_iters}")
+        if self.prior_iters:
+            if not cond_channels or mel_inverse is None:
+                raise ConfigError("the framenet Griffin-Lim prior needs a mel cond and its inverse filterbank")
+            if tuple(mel_inverse.shape) != (bins, cond_channels):
+                raise ConfigError(f"framenet mel_inverse must be ({bins}, {cond_channels}) for n_fft {n_fft}, "
+                                  f"got {tuple(mel_inverse.shape)}")
+            self.register_buffer("mel_inverse", mel_inverse.detach().to(torch.float32).clone(), persistent=False)
+        self.mel_affine = (float(mel_affine[0]), float(mel_affine[1]))
+        self.prior_gain = float(prior_gain)
+        streams = 2 if self.prior_iters else 1  # spectra in: X (and G)
+        self.in_proj = nn.Conv1d(2 * bins * streams, dim, 1)
         self.cond_proj = nn.Conv1d(cond_channels, dim, 7, padding=3) if cond_channels else None
         emb_dim = 4 * min(dim, 128)
         self.noise_emb = NoiseEmbedding(emb_dim, freq_dim=min(dim, 128))
@@ -139,7 +163,7 @@ class FrameNet(nn.Module):
         # F's spectrum = R + M X. The mask is what lets F cancel (part of) the noise in c_in x at low
         # and mid sigma, where f = c_skip x + c_out F needs F to carry x's own detail (a Wiener-like
         # gain per bin); at sigma_max X is noise and the net learns M ~ 0 and R = the audio.
-        self.head = nn.Conv1d(dim, 4 * bins, 1)
+        self.head = nn.Conv1d(dim, 2 * bins * (1 + streams), 1)  # R, M (and the prior's mask M_g)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -156,7 +180,8 @@ class FrameNet(nn.Module):
         """One-sided receptive field in samples (upper bound): analysis window, 3 frames per
         depthwise conv (and the cond conv), synthesis window."""
         frames = 3 * (len(self.blocks) + 1)
-        return frames * self.hop + self.n_fft
+        # each Griffin-Lim iteration (an iSTFT then an STFT) reaches n_fft - hop samples further
+        return frames * self.hop + self.n_fft + self.prior_iters * (self.n_fft - self.hop)
 
     # ------------------------------------------------------------------------------ STFT
     # Two equal implementations: the FFT (torch.stft / irfft + fold; fast, used in training and
@@ -218,6 +243,40 @@ class FrameNet(nn.Module):
             y, env = y[:, p:-p], env[:, p:-p]
         return y / env.clamp_min(1e-8)
 
+    # ------------------------------------------------------------------------------ prior
+    def _prior(self, cond: Tensor, fmask: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+        """The Griffin-Lim prior of a mel cond (B, n_mels, F) fitted to the frames -> (g (B, F*hop), G (B, 2 bins, F)).
+
+        |X| = max(P exp((y - b) / a), 0) (P: the preset's pseudo-inverse filterbank, baselines.mel_inverse_operator),
+        then `prior_iters` iterations of fast Griffin-Lim (Griffin & Lim 1984; Perraudin et al. 2013, momentum
+        0.99) from zero phase, in this net's own STFT framing; g is the waveform and G = STFT(g) its
+        (consistent) spectrum, both in audio units. Zero phase keeps the prior shift-invariant (a chunk of a
+        long mel gets the prior of the whole away from its edges) and deterministic. Computed in float32.
+        """
+        a, b = self.mel_affine
+        c = cond.float()
+        mag = torch.relu(torch.matmul(self.mel_inverse.to(c.device, c.dtype), torch.exp((c - b) / a)))  # (B, bins, F)
+        if fmask is not None:
+            mag = mag * fmask.float()
+        bins = mag.shape[1]
+        # samples of the valid frames only: an item in a padded batch then gets the prior it gets alone
+        smask = None if fmask is None else fmask.float().repeat_interleave(self.hop, dim=-1)[:, 0]
+        beta = 0.99 / 1.99
+        ar, ai = torch.ones_like(mag), torch.zeros_like(mag)  # unit phasors: zero phase
+        pr, pi = torch.zeros_like(mag), torch.zeros_like(mag)
+        for _ in range(self.prior_iters):
+            y = self._istft(torch.cat([mag * ar, mag * ai], 1), fmask)
+            spec = self._stft(y if smask is None else y * smask)
+            rr, ri = spec[:, :bins], spec[:, bins:]
+            ar, ai = rr - beta * pr, ri - beta * pi
+            pr, pi = rr, ri
+            norm = torch.sqrt(ar * ar + ai * ai + 1e-16)
+            ar, ai = ar / norm, ai / norm
+        g = self._istft(torch.cat([mag * ar, mag * ai], 1), fmask)
+        if smask is not None:
+            g = g * smask
+        return g, self._stft(g)
+
     # ------------------------------------------------------------------------------ forward
     def forward(self, x: Tensor, c_noise: Tensor, cond: Optional[Tensor] = None,
                 mask: Optional[Tensor] = None) -> Tensor:
@@ -236,10 +295,18 @@ class FrameNet(nn.Module):
         xs = x[:, 0] if exporting else F.pad(x[:, 0], (0, Tp - T))
         xs = xs.float() if xs.dtype not in (torch.float32, torch.float64) else xs
         spec_in = self._stft(xs)  # (B, 2 bins, F), in units of x
-        feats = (spec_in * self.spec_scale).to(x.dtype)
-        h = self.in_proj(feats)
+        feats = spec_in * self.spec_scale
+        c = None
         if self.cond_proj is not None:
-            c = cond.to(x.dtype) if exporting else fit_length(cond.to(x.dtype), nF)
+            c = cond if exporting else fit_length(cond, nF)
+        prior_spec = None
+        if self.prior_iters:
+            _, prior_spec = self._prior(c, fmask)
+            prior_spec = prior_spec * self.prior_gain  # in units of x / sigma_data, like F
+            feats = torch.cat([feats, prior_spec * self.spec_scale], dim=1)
+        h = self.in_proj(feats.to(x.dtype))
+        if c is not None:
+            c = c.to(x.dtype)
             if fmask is not None:
                 c = c * fmask
             h = h + self.cond_proj(c)
@@ -252,8 +319,13 @@ class FrameNet(nn.Module):
         out = out.float() if out.dtype not in (torch.float32, torch.float64) else out
         bins = self.n_fft // 2 + 1
         xr, xi = spec_in[:, :bins].to(out.dtype), spec_in[:, bins:].to(out.dtype)
-        mr, mi = out[:, 2 * bins:3 * bins], out[:, 3 * bins:]
-        out = out[:, :2 * bins] + torch.cat([mr * xr - mi * xi, mr * xi + mi * xr], dim=1)  # R + M X
+        mr, mi = out[:, 2 * bins:3 * bins], out[:, 3 * bins:4 * bins]
+        spec = out[:, :2 * bins] + torch.cat([mr * xr - mi * xi, mr * xi + mi * xr], dim=1)  # R + M X
+        if prior_spec is not None:  # + (1 + M_g) G: at init F = iSTFT(G) = the prior
+            gr, gi = prior_spec[:, :bins].to(out.dtype), prior_spec[:, bins:].to(out.dtype)
+            nr, ni = 1 + out[:, 4 * bins:5 * bins], out[:, 5 * bins:]
+            spec = spec + torch.cat([nr * gr - ni * gi, nr * gi + ni * gr], dim=1)
+        out = spec
         if fmask is not None:
             out = out * fmask.to(out.dtype)
         y = self._istft(out, fmask)
