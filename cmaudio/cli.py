@@ -373,10 +373,18 @@ def evaluate(
                                        "iterations on the same mel); without -m only the baselines are scored"),
     preset: Optional[str] = typer.Option(None, "--preset", help="mel preset for baselines without -m (default hifigan)"),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="comma-separated metric names (default: all)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a report that already exists in -o"),
 ) -> None:
     """Copy-synthesis quality on held-out utterances: metrics, plot and a listening page."""
     from cmaudio.evaluate import evaluate as run
+    from cmaudio.report import REPORT_FILES
 
+    held = [n for n in (*REPORT_FILES, "audio", "spectrograms") if (out / n).exists()]
+    if held and not overwrite:
+        raise DataError(f"{out} already holds a report ({', '.join(held)}); pass --overwrite to replace it "
+                        "(or choose another -o)")
+    if out.exists() and not out.is_dir():
+        raise DataError(f"the report directory {out} is an existing file")
     if split not in ("heldout", "val", "all"):
         raise DataError(f"--split must be heldout, val or all (got {split!r})")
     names = None
@@ -407,9 +415,15 @@ def bench(
                               "too (~25 min on 2 CPU cores; by default a setting above 3 s a call is timed once)"),
     no_peers: bool = typer.Option(False, "--no-peers", help="skip the reference DiffWave and Vocos"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the records as JSON"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the --json file if it exists"),
 ) -> None:
     """Speed: x-real-time, RTF, parameters and peak memory of every setting and peer, a row as each completes."""
     from cmaudio import bench as b
+
+    if json_path:  # refused before minutes of timing, not after
+        from cmaudio.io import check_outputs
+
+        check_outputs([json_path], overwrite=overwrite)
 
     batch_sizes = tuple(_int_list(batch, "--batch"))
     dev = _device(device)

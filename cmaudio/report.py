@@ -113,6 +113,7 @@ JSON_NAME = "report.json"
 MARKDOWN_NAME = "report.md"
 PLOT_NAME = "quality_vs_nfe.png"
 HTML_NAME = "report.html"
+REPORT_FILES = (JSON_NAME, MARKDOWN_NAME, PLOT_NAME, HTML_NAME)  # what write_report writes besides audio/ and spectrograms/
 
 
 # --- structure -----------------------------------------------------------------------------------

@@ -28,9 +28,9 @@ fi
 if in_stage 5 "evaluate on held-out utterances"; then
   for m in cd ct; do
     run cmaudio evaluate "$data" --format "$fmt" -m "$exp/models/$m" --steps 1,2,4 --teacher "$exp/models/teacher" \
-      --teacher-steps 6,50 --limit 100 --device cuda -o "$exp/report_$m"
+      --teacher-steps 6,50 --limit 100 --device cuda -o "$exp/report_$m" --overwrite
   done
 fi
 if in_stage 6 "vocode examples"; then
-  run cmaudio evaluate "$data" --format "$fmt" -m "$exp/models/ct" --steps 1 --limit 5 -o "$exp/examples"
+  run cmaudio evaluate "$data" --format "$fmt" -m "$exp/models/ct" --steps 1 --limit 5 -o "$exp/examples" --overwrite
 fi

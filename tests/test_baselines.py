@@ -11,6 +11,7 @@ import soundfile as sf
 import torch
 
 from cmaudio import metrics as M
+from test_cli_inference import assert_one_line_error
 from cmaudio.baselines import GRIFFINLIM_ITERS, griffinlim, mel_to_magnitude
 from cmaudio.build import build_model
 from cmaudio.cli import main
@@ -173,6 +174,36 @@ def test_evaluate_baseline_without_model_uses_preset(tmp_path, capsys):
     assert [s["name"] for s in data["settings"]] == ["griffinlim-32", "griffinlim-64"]
     assert data["meta"]["preset"] == "vocos" and data["meta"]["model"] == "none"
     assert data["meta"]["sample_rate"] == 24000
+
+
+def test_evaluate_keeps_an_existing_report_unless_overwrite(tmp_path, capsys):
+    """A report directory is never silently replaced (a user's earlier report, listened-to audio)."""
+    out = tmp_path / "gl"
+    args = ["evaluate", MINI, "--baseline", "griffinlim", "--limit", "1", "--max-seconds", "0.5", "--metrics",
+            "logmel_l1", "-o", out]
+    assert cli(capsys, *args)[0] in (0, None)
+    (out / "report.md").write_text("my notes")
+    code, _, err = cli(capsys, *args)
+    assert_one_line_error(code, err, str(out), "report.json", "--overwrite")
+    assert (out / "report.md").read_text() == "my notes"
+    assert cli(capsys, *args, "--overwrite")[0] in (0, None)
+    assert (out / "report.md").read_text() != "my notes"
+    (tmp_path / "file").write_text("x")
+    code, _, err = cli(capsys, "evaluate", MINI, "--baseline", "griffinlim", "-o", tmp_path / "file")
+    assert_one_line_error(code, err, "existing file")
+
+
+def test_bench_json_refused_before_timing_unless_overwrite(tmp_path, capsys, monkeypatch):
+    import cmaudio.bench as b
+
+    def boom(*a, **k):
+        raise AssertionError("timing started before the output was checked")
+
+    monkeypatch.setattr(b, "run_bench", boom)
+    (tmp_path / "cpu.json").write_text("[]")
+    code, _, err = cli(capsys, "bench", "--json", tmp_path / "cpu.json")
+    assert_one_line_error(code, err, "cpu.json", "already exists", "--overwrite")
+    assert (tmp_path / "cpu.json").read_text() == "[]"
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,7 @@ common=(--set train.device=$DEV --set train.batch_size=$BATCH --set train.val_ev
 [ "$DEV" = cuda ] && common+=(--set train.amp=bf16)
 
 stamp "bench"
-timeout 90 python3 -m cmaudio bench --device $DEV --dtype $DTYPE --batch 1,16 "${BENCH_ARGS[@]}" --json "$OUT/bench_cuda.json" \
+timeout 90 python3 -m cmaudio bench --device $DEV --dtype $DTYPE --batch 1,16 "${BENCH_ARGS[@]}" --json "$OUT/bench_cuda.json" --overwrite \
   || stamp "bench failed or timed out"
 
 stamp "teacher"
@@ -77,9 +77,9 @@ stamp "evaluate"
 # the metrics whose packages the GPU image has (the eval extra's ViSQOL/DNSMOS/CREPE may be absent there)
 EVAL_METRICS=${EVAL_METRICS:-pesq,stoi,mrstft,logmel_l1,mcd,f0_rmse_cents,vuv_error}
 timeout 100 python3 -m cmaudio evaluate egs/mini/data/ljspeech_mini -m exp/gpu/models/cd --steps 1,2 --metrics $EVAL_METRICS \
-  --teacher exp/gpu/models/teacher --teacher-steps $TSTEPS --device $DEV -o exp/gpu/report_cd || stamp "evaluate cd failed"
+  --teacher exp/gpu/models/teacher --teacher-steps $TSTEPS --device $DEV -o exp/gpu/report_cd --overwrite || stamp "evaluate cd failed"
 timeout 70 python3 -m cmaudio evaluate egs/mini/data/ljspeech_mini -m exp/gpu/models/ct --steps 1,2 --device $DEV --metrics $EVAL_METRICS \
-  -o exp/gpu/report_ct || stamp "evaluate ct failed"
+  -o exp/gpu/report_ct --overwrite || stamp "evaluate ct failed"
 
 stamp "collect"
 {

@@ -51,7 +51,7 @@ teacher_steps() { echo $(( $1 * 120 )); }
 cd_steps() { echo $(( $1 * 60 )); }
 
 evaluate() {  # evaluate NAME MODEL_DIR
-  run cmaudio evaluate "$data" -m "$2" "${evalargs[@]}" -o "$exp/$1/report"
+  run cmaudio evaluate "$data" -m "$2" "${evalargs[@]}" -o "$exp/$1/report" --overwrite
 }
 
 budget() {  # budget NAME TEXT: what the contender was given (read by table.py)
@@ -73,7 +73,7 @@ contender() {
       m=$(ls -d "$exp"/ict30/model "$exp"/ict10/model 2>/dev/null | head -n 1 || true)
       [ -n "$m" ] || m="$exp/ict30/model"
       run cmaudio evaluate "$data" -m "$m" --steps 1 --baseline griffinlim --split heldout --max-seconds 4 --seed 0 \
-        -o "$exp/$name/report" ;;
+        -o "$exp/$name/report" --overwrite ;;
     ict*)
       budget "$name" "$min min"
       run cmaudio train recipes/mini_ct.yaml --set data.root="$data" --set train.max_steps="$(ict_steps "$min")" \
