@@ -22,6 +22,8 @@ Settings (``name``):
   sampling.consistency_sample in k steps (NFE = k).
 - ``cmaudio-framenet-<size>``: a nets.FrameNet preset (frame-rate ConvNeXt, iSTFT head) in
   models.ConsistencyModel, sampled the same way.
+- ``cmaudio-default``: the vocoder shipped in the package (cmaudio/pretrained/default, what
+  `cmaudio vocode` runs) with its own weights, options and default sigmas, sampled the same way.
 - ``cmaudio-teacher``: nets.DiffWave (fourier embedding) in models.Denoiser, sampled with
   sampling.ode_sample, Euler, k steps (NFE = k).
 - ``diffwave-reference``: the PyPI ``diffwave`` (0.1.7) DiffWave(params), 30 layers x 64
@@ -495,6 +497,47 @@ def _bench_cm(run: _Runner, size: str, batch_sizes, steps: Sequence[int], second
     del model, net
 
 
+def _bench_default(run: _Runner, batch_sizes, steps: Sequence[int], seconds: float) -> None:
+    """``cmaudio-default``: the vocoder shipped in the package (what `cmaudio vocode` runs), its own weights,
+    network options (e.g. FrameNet's Griffin-Lim prior) and default sigmas. Skipped when none is installed
+    or its preset is not the bench's hifigan mel."""
+    from cmaudio.vocoder import DEFAULT_MODEL_DIR, Vocoder
+
+    if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+        return
+    mem = _MemProbe(run.device)
+    voc = Vocoder.from_pretrained(device=run.device)
+    m = voc.config.model
+    if voc.config.features.preset != MEL_PRESET or voc.kind != "consistency":
+        return
+    model = voc.model.eval()
+    mem.module = model
+    model.body_dtype = DTYPES[run.dtype]
+    fps = flops_per_second(model.net, sample_rate=SAMPLE_RATE, in_channels=1, cond_channels=N_MELS, hop=HOP)
+    n_params = count_parameters(model)
+    frames = _frames(seconds, SAMPLE_RATE, HOP, MelSpectrogram(MEL_PRESET).min_samples)
+    what = f"{m.net}/{m.size}" + (f" {m.frame_dim}x{m.frame_layers}" if m.net == "framenet" else "")
+    if m.net == "framenet" and m.frame_prior_iters:
+        what += f", Griffin-Lim prior {m.frame_prior_iters} it."
+    for batch in batch_sizes:
+        mel = _hifigan_mel(frames, batch, run.device)
+        shape = (batch, 1, frames * HOP)
+        for k in steps:
+            sigmas = voc.sigmas_for(k)
+            g = torch.Generator().manual_seed(0)
+
+            def fn(sigmas=sigmas, g=g, mel=mel, shape=shape):
+                return consistency_sample(model, shape, sigmas=sigmas, cond=mel, generator=g, device=run.device)
+
+            run.measure(
+                fn, mem, (mel,), batch=batch, sample_rate=SAMPLE_RATE, name="cmaudio-default",
+                model=f"shipped default ({what}), ConsistencyModel", sampler="consistency (CM Alg. 1)",
+                steps=k, nfe=len(sigmas), params=n_params, flops_per_second=fps,
+                note=f"{SAMPLE_RATE} Hz, {N_MELS}-bin {MEL_PRESET} mel, hop {HOP}; the shipped weights",
+            )
+    del model, voc
+
+
 def _bench_teacher(run: _Runner, size: str, batch_sizes, steps: Sequence[int], seconds: float) -> None:
     param, mem, net, model, fps, n_params, frames = _setup(run, "diffwave", Denoiser, size, seconds)
     for batch in batch_sizes:
@@ -702,6 +745,7 @@ def run_bench(
     repeats: int = 10,
     warmup: int = 2,
     include_peers: bool = True,
+    include_default: bool = True,
     sizes: Sequence[str] = ("small", "base"),
     framenet_sizes: Sequence[str] = ("small", "base"),
     steps: Sequence[int] = (1, 2, 4),
@@ -730,6 +774,7 @@ def run_bench(
         include_peers: also time the PyPI diffwave (its 6- and 50-step schedules, where in
             teacher_steps) and vocos; a peer that cannot be imported or run gives a note record
             (skipped=True) instead of an error.
+        include_default: also time the vocoder shipped in the package (``cmaudio-default``).
         sizes: UNet1d wave presets for ``cmaudio-<size>`` (tiny, small, base).
         framenet_sizes: FrameNet presets for ``cmaudio-framenet-<size>`` (tiny, small, base).
         steps: consistency sampling steps (NFE = steps).
@@ -779,6 +824,8 @@ def run_bench(
                 _bench_cm(run, size, batch_sizes, steps, seconds)
             for size in framenet_sizes:
                 _bench_cm(run, size, batch_sizes, steps, seconds, net_name="framenet")
+            if include_default:
+                _bench_default(run, batch_sizes, steps, seconds)
             # vocos before the iterative settings: the 1-step comparisons are all printed before
             # the minutes the 50-step calls take
             if include_peers:

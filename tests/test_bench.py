@@ -18,7 +18,7 @@ from cmaudio.models import ConsistencyModel, Denoiser
 from cmaudio.nets import build_net, count_parameters, flops_per_second
 
 TINY = dict(seconds=0.1, repeats=1, warmup=0, sizes=("tiny",), framenet_sizes=("tiny",), steps=(1, 2),
-            teacher_steps=(2,), teacher_size="tiny", include_peers=False)
+            teacher_steps=(2,), teacher_size="tiny", include_peers=False, include_default=False)
 
 
 @pytest.fixture(scope="module")
@@ -385,7 +385,21 @@ def test_default_plan_includes_framenet_and_the_peers():
     assert params["framenet_sizes"].default == ("small", "base")
     assert params["sizes"].default == ("small", "base") and params["steps"].default == (1, 2, 4)
     assert params["teacher_steps"].default == (6, 50) and params["include_peers"].default is True
+    assert params["include_default"].default is True
     assert params["slow_s"].default == bench.SLOW_S == 3.0 and params["repeats"].default == 10
+
+
+def test_the_shipped_default_is_timed_with_its_own_weights_and_sigmas():
+    from cmaudio.vocoder import Vocoder
+
+    recs = bench.run_bench(**{**TINY, "sizes": (), "framenet_sizes": (), "teacher_size": None, "include_default": True,
+                              "steps": (1, 2)})
+    voc = Vocoder.from_pretrained()
+    assert [(r["name"], r["nfe"]) for r in recs] == [("cmaudio-default", 1), ("cmaudio-default", 2)]
+    assert recs[0]["params"] == count_parameters(voc.model) and "shipped default" in recs[0]["model"]
+    assert len(voc.sigmas_for(2)) == recs[1]["nfe"]
+    (r,) = bench.ratios(recs)
+    assert r["name"] == "cmaudio-default"
 
 
 def test_ratios_to_diffwave_50_steps_and_vocos():
