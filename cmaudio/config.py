@@ -219,12 +219,11 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{sec}.{key} = {v!r} is not one of {', '.join(choices)}")
     m, o, t, d = cfg.model, cfg.objective, cfg.train, cfg.data
     _check_finite(cfg)
+    _check_owned_fields(cfg)
     if not 0 < m.sigma_min < m.sigma_max:
         raise ConfigError(f"model.sigma_min ({m.sigma_min}) must be > 0 and < model.sigma_max ({m.sigma_max})")
     if not 0 <= m.frame_prior_iters <= 256:
         raise ConfigError(f"model.frame_prior_iters must be in [0, 256] (got {m.frame_prior_iters})")
-    if m.frame_prior_iters and m.net != "framenet":
-        raise ConfigError(f"model.frame_prior_iters is a framenet option; model.net is {m.net!r}")
     if m.sigma_data is not None and m.sigma_data <= 0:
         raise ConfigError(f"model.sigma_data must be positive (got {m.sigma_data}); null estimates it")
     if not 0 <= m.cond_dropout < 1:
@@ -272,6 +271,44 @@ def validate(cfg: Config) -> None:
         if sig and sig[-1] <= 0:
             raise ConfigError(f"sampling.sigmas[{k}] must be positive (got {list(sig)})")
     _check_ranges(cfg)
+
+
+# fields that only one network or objective reads: set for another, they would be ignored silently
+_NET_FIELDS = {
+    "unet1d": ("channels", "factors"),
+    "diffwave": ("residual_layers", "residual_channels", "dilation_cycle"),
+    "framenet": ("frame_dim", "frame_layers", "frame_n_fft", "frame_prior_iters"),
+}
+_OBJECTIVE_FIELDS = {  # objective field -> the kinds that read it
+    "teacher": ("cd",), "teacher_format": ("cd",), "teacher_ema": ("cd",), "solver": ("cd",),
+    "target_ema": ("cd",), "num_scales": ("cd",),
+    "s0": ("ct", "ict"), "s1": ("ct", "ict"), "total_steps": ("ct", "ict"), "mu0": ("ct",),
+    "recon": ("cd", "ct", "ict"), "consistency_weight": ("cd", "ct", "ict"), "index_sampling": ("cd", "ct", "ict"),
+    "weighting": ("cd", "ct", "ict"), "huber_c": ("cd", "ct", "ict"),
+}
+
+
+_ONE_FILE = False  # True while load_raw checks one file of an extends chain alone (cross-field checks wait)
+
+
+def _check_owned_fields(cfg: Config) -> None:
+    """Refuse a model field of another network, or an objective field the kind does not read, set away from
+    its default (a recipe that switches model.net or objective.kind must drop the other's settings). Checked
+    on the merged recipe, not on each file of its extends chain (a base may set the kind, a child the rest)."""
+    if _ONE_FILE:
+        return
+    m, o = cfg.model, cfg.objective
+    mdef, odef = ModelConfig(), ObjectiveConfig()
+    for net, fields in _NET_FIELDS.items():
+        if net == m.net:
+            continue
+        for f in fields:
+            if getattr(m, f) != getattr(mdef, f):
+                raise ConfigError(f"model.{f} is a {net} option but model.net is {m.net!r}; remove it")
+    for f, kinds in _OBJECTIVE_FIELDS.items():
+        if o.kind not in kinds and getattr(o, f) != getattr(odef, f):
+            raise ConfigError(f"objective.{f} is read only by objective.kind {' / '.join(kinds)}, "
+                              f"not {o.kind!r}; remove it")
 
 
 def _check_finite(cfg: Config) -> None:
@@ -407,7 +444,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a mapping (got {value!r})")
         kt, vt = args
-        return {_coerce(k, kt, f"{where} key"): _coerce(v, vt, f"{where}[{k}]") for k, v in value.items()}
+
+        def key(k):  # JSON (a run's config.json) writes integer keys as strings: "2" is the key 2
+            if kt is int and isinstance(k, str) and k.strip().lstrip("+-").isdigit():
+                return int(k)
+            return _coerce(k, kt, f"{where} key")
+
+        return {key(k): _coerce(v, vt, f"{where}[{k}]") for k, v in value.items()}
     raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
 
 
@@ -524,7 +567,12 @@ def load_raw(path: str | Path, _seen: tuple = ()) -> dict:
         raise ConfigError(f"extends cycle: {' -> '.join(str(p) for p in (*_seen, real))}")
     data = _read_yaml(path)
     parents = data.pop("extends", None)
-    from_dict(data, source=str(path))  # names the file where an unknown key sits
+    global _ONE_FILE
+    _ONE_FILE, was = True, _ONE_FILE
+    try:
+        from_dict(data, source=str(path))  # names the file where an unknown key sits
+    finally:
+        _ONE_FILE = was
     merged: dict = {}
     if parents is not None:
         if not (isinstance(parents, str) or (isinstance(parents, list) and all(isinstance(p, str) for p in parents))):

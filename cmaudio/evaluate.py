@@ -21,9 +21,14 @@ from typing import Optional, Sequence
 
 import torch
 
-from cmaudio.baselines import GRIFFINLIM_ITERS
+from cmaudio.baselines import GRIFFINLIM_ITERS, griffinlim
+from cmaudio.config import Config
+from cmaudio.data import list_utterances, load_utterance_audio, split_utterances
 from cmaudio.errors import ConfigError, DataError
+from cmaudio.features import MelSpectrogram, get_preset
 from cmaudio.io import write_wav_atomic
+from cmaudio.metrics import METRIC_NAMES, compute_all, require
+from cmaudio.report import write_report
 from cmaudio.vocoder import Vocoder
 
 
@@ -33,8 +38,6 @@ BASELINES = ("griffinlim",)
 def held_out_utterances(source, root: str, fmt: str, split: str = "val", limit: Optional[int] = None):
     """Utterances of `root` in `split` under the split rule of `source` (a Vocoder: its config's data
     section; or a DataConfig, e.g. ``Config().data`` when only baselines are evaluated)."""
-    from cmaudio.data import list_utterances, split_utterances
-
     d = source.config.data if isinstance(source, Vocoder) else source
     utts = list_utterances(root, fmt, vctk_mic=d.vctk_mic, libritts_subsets=d.libritts_subsets)
     if split != "all":
@@ -89,13 +92,6 @@ def evaluate(
     CREPE) are computed once (cmaudio.metrics.compute_all's ref_cache). Missing metric packages
     raise MissingPackageError before anything runs. Returns the results (see cmaudio.report).
     """
-    from cmaudio.baselines import griffinlim
-    from cmaudio.config import Config
-    from cmaudio.data import load_utterance_audio
-    from cmaudio.features import MelSpectrogram, get_preset
-    from cmaudio.metrics import METRIC_NAMES, compute_all, require
-    from cmaudio.report import write_report
-
     baselines = list(dict.fromkeys(baselines))
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:

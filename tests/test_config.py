@@ -157,3 +157,46 @@ def test_exponent_without_a_dot_is_a_number(tmp_path):
     assert load(r, ["train.lr=1e-4"]).train.lr == 1e-4
     with pytest.raises(ConfigError, match="train.lr"):
         load(r, ["train.lr=1e-4x"])
+
+
+@pytest.mark.parametrize("model, objective, needle", [
+    ({"net": "unet1d", "frame_dim": 128}, {}, "model.frame_dim is a framenet option"),
+    ({"net": "framenet", "factors": [4, 4, 4, 4]}, {}, "model.factors is a unet1d option"),
+    ({"net": "unet1d", "residual_layers": 10}, {}, "model.residual_layers is a diffwave option"),
+    ({"net": "diffwave", "frame_prior_iters": 8}, {}, "model.frame_prior_iters is a framenet option"),
+    ({}, {"kind": "ict", "teacher": "runs/teacher"}, "objective.teacher is read only by objective.kind cd"),
+    ({}, {"kind": "ict", "num_scales": 40}, "objective.num_scales"),
+    ({}, {"kind": "cd", "teacher": "t", "s1": 200}, "objective.s1 is read only by objective.kind ct / ict"),
+    ({}, {"kind": "ict", "mu0": 0.95}, "objective.mu0 is read only by objective.kind ct"),
+    ({}, {"kind": "dsm", "recon": {"mrstft": 1.0}}, "objective.recon"),
+])
+def test_fields_of_another_network_or_objective_are_refused(model, objective, needle):
+    """build_net and the objectives would silently ignore them: the user's setting would do nothing."""
+    from cmaudio.config import Config, replace
+
+    with pytest.raises(ConfigError, match=needle):
+        replace(Config(), model=model, objective=objective)
+
+
+def test_owned_fields_are_checked_on_the_merged_recipe_not_per_file(tmp_path):
+    """A base sets the kind, the child the kind's options (recipes/mini_cd.yaml extends ljspeech_cd.yaml)."""
+    (tmp_path / "base.yaml").write_text("objective:\n  kind: cd\n  teacher: t\nmodel:\n  net: framenet\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nobjective:\n  num_scales: 30\nmodel:\n  frame_dim: 64\n")
+    cfg = load(tmp_path / "child.yaml")
+    assert cfg.objective.num_scales == 30 and cfg.model.frame_dim == 64
+    with pytest.raises(ConfigError, match="model.frame_dim is a framenet option"):
+        load(tmp_path / "child.yaml", ["model.net=unet1d"])
+
+
+def test_sampling_sigmas_survive_a_json_round_trip():
+    """A run's config.json writes the integer keys of sampling.sigmas as strings; export reads them back."""
+    import json
+
+    from cmaudio.config import to_dict
+
+    cfg = load(ROOT / "recipes/mini_ct.yaml")
+    assert cfg.sampling.sigmas[2] == (1.6, 0.6)
+    again = from_dict(json.loads(json.dumps(to_dict(cfg))))
+    assert again == cfg and again.sampling.sigmas[4] == (1.6, 1.0, 0.8, 0.6)
+    with pytest.raises(ConfigError, match="sampling.sigmas key"):
+        from_dict({"sampling": {"sigmas": {"two": [1.6, 0.6]}}})

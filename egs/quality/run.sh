@@ -83,7 +83,7 @@ contender() {
     before*)
       budget "$name" "$min min"
       run cmaudio train recipes/mini_ct.yaml --set data.root="$data" --set train.max_steps=$(( min * 150 )) \
-        --set train.max_minutes="$min" --set model.net=unet1d --set train.batch_size=4 --set objective.p_mean=-2.85 \
+        --set train.max_minutes="$min" --set model.net=unet1d --set model.frame_prior_iters=0 --set train.batch_size=4 --set objective.p_mean=-2.85 \
         --set 'objective.distance={pseudo_huber: 1.0, mrstft: 1.0}' --set 'objective.recon={}' \
         --run-dir "$exp/$name/run" --resume --quiet
       [ -d "$exp/$name/model" ] || run cmaudio export "$exp/$name/run" -o "$exp/$name/model"
