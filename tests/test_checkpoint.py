@@ -101,7 +101,8 @@ def test_the_shipped_default_model_reads():
     info = ckpt.read_model_info(DEFAULT_MODEL_DIR)
     assert info.kind == "consistency" and info.domain == "wave" and info.config.model.net == "framenet"
     assert info.sigma_data == pytest.approx(0.0884, abs=1e-4)  # measured on its 46 LJSpeech training clips
-    assert sorted(info.default_sigmas) == [1, 2, 3, 4]
+    assert sorted(info.default_sigmas) == [1, 2, 3, 4] and info.default_sigmas[2] == (1.6, 0.6)
+    assert info.config.model.frame_prior_iters == 8  # the Griffin-Lim prior of recipes/mini_ct.yaml
 
 
 def test_tampered_weights_are_refused(tmp_path):
