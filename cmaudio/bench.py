@@ -474,26 +474,31 @@ def _setup(run: "_Runner", net_name: str, wrapper, size: str, seconds: float):
     return param, mem, net, model, fps, count_parameters(model), frames
 
 
-def _bench_cm(run: _Runner, size: str, batch_sizes, steps: Sequence[int], seconds: float,
-              net_name: str = "unet1d") -> None:
-    param, mem, net, model, fps, n_params, frames = _setup(run, net_name, ConsistencyModel, size, seconds)
-    name = f"cmaudio-{size}" if net_name == "unet1d" else f"cmaudio-{net_name}-{size}"
+def _time_consistency(run: _Runner, cm, mem: _MemProbe, sigmas_for, batch_sizes, steps: Sequence[int],
+                      frames: int, **fields) -> None:
+    """Time `consistency_sample` of the ConsistencyModel `cm` for every batch size and step count
+    (sigmas_for(k) -> its sigmas); `fields` go to the records (name, model, params, ...)."""
     for batch in batch_sizes:
         mel = _hifigan_mel(frames, batch, run.device)
         shape = (batch, 1, frames * HOP)
         for k in steps:
-            sigmas = param.default_sigmas(k)
+            sigmas = sigmas_for(k)
             g = torch.Generator().manual_seed(0)
 
             def fn(sigmas=sigmas, g=g, mel=mel, shape=shape):
-                return consistency_sample(model, shape, sigmas=sigmas, cond=mel, generator=g, device=run.device)
+                return consistency_sample(cm, shape, sigmas=sigmas, cond=mel, generator=g, device=run.device)
 
-            run.measure(
-                fn, mem, (mel,), batch=batch, sample_rate=SAMPLE_RATE, name=name,
-                model=f"{net_name}/{size} wave, ConsistencyModel", sampler="consistency (CM Alg. 1)",
-                steps=k, nfe=len(sigmas), params=n_params, flops_per_second=fps,
-                note=f"{SAMPLE_RATE} Hz, {N_MELS}-bin {MEL_PRESET} mel, hop {HOP}; random weights",
-            )
+            run.measure(fn, mem, (mel,), batch=batch, sample_rate=SAMPLE_RATE, sampler="consistency (CM Alg. 1)",
+                        steps=k, nfe=len(sigmas), **fields)
+
+
+def _bench_cm(run: _Runner, size: str, batch_sizes, steps: Sequence[int], seconds: float,
+              net_name: str = "unet1d") -> None:
+    param, mem, net, model, fps, n_params, frames = _setup(run, net_name, ConsistencyModel, size, seconds)
+    name = f"cmaudio-{size}" if net_name == "unet1d" else f"cmaudio-{net_name}-{size}"
+    _time_consistency(run, model, mem, param.default_sigmas, batch_sizes, steps, frames, name=name,
+                      model=f"{net_name}/{size} wave, ConsistencyModel", params=n_params, flops_per_second=fps,
+                      note=f"{SAMPLE_RATE} Hz, {N_MELS}-bin {MEL_PRESET} mel, hop {HOP}; random weights")
     del model, net
 
 
@@ -519,22 +524,9 @@ def _bench_default(run: _Runner, batch_sizes, steps: Sequence[int], seconds: flo
     what = f"{m.net}/{m.size}" + (f" {m.frame_dim}x{m.frame_layers}" if m.net == "framenet" else "")
     if m.net == "framenet" and m.frame_prior_iters:
         what += f", Griffin-Lim prior {m.frame_prior_iters} it."
-    for batch in batch_sizes:
-        mel = _hifigan_mel(frames, batch, run.device)
-        shape = (batch, 1, frames * HOP)
-        for k in steps:
-            sigmas = voc.sigmas_for(k)
-            g = torch.Generator().manual_seed(0)
-
-            def fn(sigmas=sigmas, g=g, mel=mel, shape=shape):
-                return consistency_sample(model, shape, sigmas=sigmas, cond=mel, generator=g, device=run.device)
-
-            run.measure(
-                fn, mem, (mel,), batch=batch, sample_rate=SAMPLE_RATE, name="cmaudio-default",
-                model=f"shipped default ({what}), ConsistencyModel", sampler="consistency (CM Alg. 1)",
-                steps=k, nfe=len(sigmas), params=n_params, flops_per_second=fps,
-                note=f"{SAMPLE_RATE} Hz, {N_MELS}-bin {MEL_PRESET} mel, hop {HOP}; the shipped weights",
-            )
+    _time_consistency(run, model, mem, voc.sigmas_for, batch_sizes, steps, frames, name="cmaudio-default",
+                      model=f"shipped default ({what}), ConsistencyModel", params=n_params, flops_per_second=fps,
+                      note=f"{SAMPLE_RATE} Hz, {N_MELS}-bin {MEL_PRESET} mel, hop {HOP}; the shipped weights")
     del model, voc
 
 
