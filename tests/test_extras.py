@@ -138,21 +138,38 @@ def test_framenet_stft_pair_reconstructs_exactly():
     net = build_net("framenet", domain="wave", in_channels=1, cond_channels=None, size="tiny", hop=HOP)
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2, 12 * HOP, generator=g)
-    y = net._istft(net._stft(x), None)
+    spec = net._stft(x)
+    env = net._envelope_inv(None, spec[0])
+    y = net._istft(spec, env)
     # the DFT-convolution pair (what an ONNX export traces) equals the FFT pair
-    torch.testing.assert_close(net._stft(x, dft=True), net._stft(x), atol=1e-3, rtol=1e-4)
-    torch.testing.assert_close(net._istft(net._stft(x), None, dft=True), y, atol=1e-5, rtol=0)
+    for a, b in zip(net._stft(x, dft=True), spec):
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(net._envelope_inv(None, spec[0], dft=True), env.expand(2, -1))
+    torch.testing.assert_close(net._istft(spec, env, dft=True), y, atol=1e-5, rtol=0)
+    # time-major (B, F, bins) pairs of torch.stft's spectrum
     ref = torch.stft(torch.nn.functional.pad(x, (384, 384)), 1024, HOP, 1024, torch.hann_window(1024), center=False,
-                     return_complex=True)
-    torch.testing.assert_close(net._stft(x), torch.cat([ref.real, ref.imag], 1), atol=1e-3, rtol=1e-4)
+                     return_complex=True).transpose(1, 2)
+    torch.testing.assert_close(spec[0], ref.real, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(spec[1], ref.imag, atol=1e-3, rtol=1e-4)
     torch.testing.assert_close(y, x, atol=1e-5, rtol=0)
     # with a frame mask, the envelope follows the valid frames: a masked 7-frame item equals itself alone
-    fmask = torch.zeros(1, 1, 12)
-    fmask[..., :7] = 1
-    spec = net._stft(torch.nn.functional.pad(x[:1, : 7 * HOP], (0, 5 * HOP)))
-    y_masked = net._istft(spec * fmask, fmask)[:, : 7 * HOP]
-    y_alone = net._istft(net._stft(x[:1, : 7 * HOP]), None)
+    fmask = torch.zeros(1, 12, 1)
+    fmask[:, :7] = 1
+    re, im = net._stft(torch.nn.functional.pad(x[:1, : 7 * HOP], (0, 5 * HOP)))
+    y_masked = net._istft((re * fmask, im * fmask), net._envelope_inv(fmask, re))[:, : 7 * HOP]
+    spec7 = net._stft(x[:1, : 7 * HOP])
+    y_alone = net._istft(spec7, net._envelope_inv(None, spec7[0]))
     torch.testing.assert_close(y_masked, y_alone, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("n_fft", [1024, 1000])
+def test_framenet_overlap_add_equals_fold(n_fft):
+    """The reshape-sum overlap-add is F.fold's overlap-add, also when n_fft is not a multiple of the hop."""
+    net = build_net("framenet", domain="wave", in_channels=1, cond_channels=None, size="tiny", hop=HOP,
+                    n_fft=n_fft)
+    frames = torch.randn(2, 9, n_fft, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ref = torch.nn.functional.fold(frames.transpose(1, 2), (1, 8 * HOP + n_fft), (1, n_fft), stride=(1, HOP))
+    torch.testing.assert_close(net._overlap_add(frames), ref.reshape(2, -1), atol=1e-12, rtol=0)
 
 
 def test_consistency_loss_shares_dropout_masks_with_extras_on():

@@ -9,7 +9,7 @@ the boundary f(x, eps) == x stays exact whatever F is:
 
     c_in x (B, 1, T) -> zero-pad to F*hop -> STFT (Hann, n_fft, hop, 'same' framing: frame i is
         centred on sample i*hop + hop/2, like the hifigan mel) -> [Re, Im] / sqrt(sum w^2)
-        (B, n_fft + 2, F)                                       -> 1x1 conv -> dim
+        (B, F, n_fft + 2), time-major                            -> linear -> dim
     cond (B, n_mels, F') -> fit to F frames -> conv (k=7)       -> dim        (summed)
     -> `layers` ConvNeXt blocks at the frame rate: depthwise conv (k=7) -> per-frame LayerNorm
        modulated by the noise embedding (AdaLN: h (1 + scale) + shift) -> Linear(dim, mult*dim)
@@ -17,9 +17,13 @@ the boundary f(x, eps) == x stays exact whatever F is:
     -> LayerNorm -> Linear(dim, 2 (n_fft + 2)) (zero-initialised, so F == 0 at init) -> a residual
        spectrum R and a complex mask M; the output spectrum is R + M X, X the input's STFT (a mask is
        how a frame-rate net denoises at low sigma, where F must carry x's own detail)
-       (B, n_fft + 2, F) -> iSTFT ('same' framing, overlap-add normalised by the
-       squared-window envelope) -> (B, 1, F*hop) -> crop to T. Both transforms are convolutions with
-       fixed real DFT bases (exportable to ONNX; the pair reconstructs exactly, tests/test_extras.py).
+       (B, F, n_fft + 2) -> iSTFT ('same' framing, overlap-add normalised by the
+       squared-window envelope) -> (B, 1, F*hop) -> crop to T. Both transforms run as FFTs, or, while
+       exporting to ONNX, as convolutions with fixed real DFT bases (the pair reconstructs exactly and the
+       two implementations agree, tests/test_extras.py).
+    Features are time-major (B, F, C) between the transforms, as in Vocos: the 1x1 convolutions (stored as
+    Conv1d, the checkpoint layout) run as matrix products over the last dimension and LayerNorm needs no
+    transposes; only the depthwise and cond convolutions see (B, C, F).
 
 Griffin-Lim prior (prior_iters = K > 0; docs/design.md sec. 2.16): the net also inverts its mel cond,
 |G| = max(P exp((y - b) / a), 0) with the preset's pseudo-inverse filterbank P, runs K iterations of fast
@@ -79,13 +83,23 @@ def _exporting() -> bool:
 
 
 def _layer_norm(h: Tensor, channels: int, eps: float = 1e-6) -> Tensor:
-    """Per-frame LayerNorm over the `channels` channels of (B, C, F), no affine, computed in float32
-    (`channels` is passed as a constant so an ONNX trace does not read it from the shape)."""
-    return F.layer_norm(h.transpose(1, 2).float(), (channels,), eps=eps).transpose(1, 2).to(h.dtype)
+    """Per-frame LayerNorm over the last dimension (`channels`) of time-major (B, F, C), no affine, computed in
+    float32 (`channels` is passed as a constant so an ONNX trace does not read it from the shape)."""
+    return F.layer_norm(h.float(), (channels,), eps=eps).to(h.dtype)
+
+
+def _pointwise(conv: nn.Conv1d, h: Tensor) -> Tensor:
+    """A 1x1 Conv1d applied to time-major h (B, F, C_in) as a linear map -> (B, F, C_out).
+
+    The weights stay stored as Conv1d (out, in, 1), the checkpoint layout; on the CPU a matrix product over
+    the last dimension is about 1.5x faster than the convolution over (B, C, F)."""
+    return F.linear(h, conv.weight[:, :, 0], conv.bias)
 
 
 class ConvNeXtBlock(nn.Module):
-    """ConvNeXt block at the frame rate with AdaLN noise conditioning (Vocos sec. 3, DiT's adaLN)."""
+    """ConvNeXt block at the frame rate with AdaLN noise conditioning (Vocos sec. 3, DiT's adaLN).
+
+    Works time-major, h (B, F, dim), as Vocos does: only the depthwise convolution sees (B, dim, F)."""
 
     def __init__(self, dim: int, mult: int, emb_dim: int, layer_scale: float, dropout: float) -> None:
         super().__init__()
@@ -94,17 +108,18 @@ class ConvNeXtBlock(nn.Module):
         self.ada = nn.Linear(emb_dim, 2 * dim)
         nn.init.zeros_(self.ada.weight)
         nn.init.zeros_(self.ada.bias)
-        self.pw1 = nn.Conv1d(dim, mult * dim, 1)
+        self.pw1 = nn.Conv1d(dim, mult * dim, 1)  # applied by _pointwise (a linear map)
         self.pw2 = nn.Conv1d(mult * dim, dim, 1)
         self.gamma = nn.Parameter(torch.full((dim, 1), float(layer_scale)))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, h: Tensor, emb: Tensor, fmask: Optional[Tensor]) -> Tensor:
-        """h (B, dim, F), emb (B, emb_dim), fmask (B, 1, F) or None -> (B, dim, F), zero at invalid frames."""
-        scale, shift = self.ada(emb).to(h.dtype)[..., None].chunk(2, dim=1)
-        y = _layer_norm(self.dwconv(h), self.dim) * (1 + scale) + shift
-        y = self.pw2(self.dropout(F.gelu(self.pw1(y))))
-        h = h + self.gamma.to(h.dtype) * y
+        """h (B, F, dim), emb (B, emb_dim), fmask (B, F, 1) or None -> (B, F, dim), zero at invalid frames."""
+        scale, shift = self.ada(emb).to(h.dtype)[:, None, :].chunk(2, dim=-1)
+        y = self.dwconv(h.transpose(1, 2)).transpose(1, 2)
+        y = _layer_norm(y, self.dim) * (1 + scale) + shift
+        y = _pointwise(self.pw2, self.dropout(F.gelu(_pointwise(self.pw1, y))))
+        h = h + self.gamma[:, 0].to(h.dtype) * y
         return h if fmask is None else h * fmask
 
 
@@ -148,7 +163,9 @@ class FrameNet(nn.Module):
             if tuple(mel_inverse.shape) != (bins, cond_channels):
                 raise ConfigError(f"framenet mel_inverse must be ({bins}, {cond_channels}) for n_fft {n_fft}, "
                                   f"got {tuple(mel_inverse.shape)}")
-            self.register_buffer("mel_inverse", mel_inverse.detach().to(torch.float32).clone(), persistent=False)
+            # stored transposed (n_mels, bins): the prior maps time-major mels (B, F, n_mels) to magnitudes
+            self.register_buffer("mel_inverse_t", mel_inverse.detach().to(torch.float32).T.contiguous(),
+                                 persistent=False)
         self.mel_affine = (float(mel_affine[0]), float(mel_affine[1]))
         self.prior_gain = float(prior_gain)
         streams = 2 if self.prior_iters else 1  # spectra in: X (and G)
@@ -184,10 +201,12 @@ class FrameNet(nn.Module):
         return frames * self.hop + self.n_fft + self.prior_iters * (self.n_fft - self.hop)
 
     # ------------------------------------------------------------------------------ STFT
-    # Two equal implementations: the FFT (torch.stft / irfft + fold; fast, used in training and
-    # inference) and real-valued strided convolutions with fixed DFT bases (no complex tensors: what
-    # an ONNX export traces). Analysis rows w[n] cos(2 pi k n / N) and -w[n] sin(2 pi k n / N);
-    # synthesis is the inverse real DFT of each frame times the window, overlap-added.
+    # Spectra are time-major pairs (re, im), each (B, F, n_fft/2+1): no complex tensors outside the FFT
+    # calls, so the same code traces to ONNX. Two equal implementations: the FFT (rfft of strided frames /
+    # irfft and a reshape-sum overlap-add; fast, used in training and inference) and real-valued strided
+    # convolutions with fixed DFT bases (what an ONNX export traces). Analysis rows w[n] cos(2 pi k n / N)
+    # and -w[n] sin(2 pi k n / N); synthesis is the inverse real DFT of each frame times the window,
+    # overlap-added and divided by the squared-window envelope (computed once per forward, `_envelope_inv`).
     def _pad(self) -> int:
         return (self.n_fft - self.hop) // 2
 
@@ -207,45 +226,74 @@ class FrameNet(nn.Module):
         synthesis = torch.cat([c[:, None] * torch.cos(ang), -c[:, None] * torch.sin(ang)], 0) * w / N
         return analysis.to(dtype)[:, None, :], synthesis.to(dtype)[:, None, :]
 
-    def _stft(self, x: Tensor, *, dft: Optional[bool] = None) -> Tensor:
-        """(B, F*hop) -> (B, 2 (n_fft/2+1), F): [Re; Im] of the Hann-windowed DFT of each frame,
-        'same' framing with zero padding (frame i covers samples i*hop - pad ... i*hop - pad + n_fft).
+    def _overlap_add(self, frames: Tensor) -> Tensor:
+        """(B, F, n_fft) frames -> (B, (F-1) hop + n_fft): frame i added at sample i*hop. The frames are cut
+        into hop-long pieces (zero-padded to a whole number r of them); piece j of frame i lands in output
+        block i + j, so r shifted slice-adds do what F.fold does, several times faster on the CPU."""
+        B, nF, N = frames.shape
+        hop = self.hop
+        r = -(-N // hop)
+        if r * hop != N:
+            frames = F.pad(frames, (0, r * hop - N))
+        pieces = frames.reshape(B, nF, r, hop)
+        out = frames.new_zeros(B, nF + r - 1, hop)
+        for j in range(r):
+            out[:, j:j + nF] += pieces[:, :, j]
+        return out.reshape(B, -1)[:, :(nF - 1) * hop + N]
+
+    def _stft(self, x: Tensor, *, dft: Optional[bool] = None) -> tuple[Tensor, Tensor]:
+        """(B, F*hop) -> (re, im), each (B, F, n_fft/2+1): the Hann-windowed DFT of each frame, 'same' framing
+        with zero padding (frame i covers samples i*hop - pad ... i*hop - pad + n_fft).
         dft: use the DFT-basis convolution (default: only while exporting to ONNX; else the FFT)."""
         p = self._pad()
-        xp = F.pad(x[:, None], (p, p))
+        bins = self.n_fft // 2 + 1
+        xp = F.pad(x, (p, p))
         if dft if dft is not None else _exporting():
             analysis, _ = self._bases(x.dtype, x.device)
-            return F.conv1d(xp, analysis, stride=self.hop)
-        z = torch.stft(xp[:, 0], self.n_fft, self.hop, self.n_fft, self.window.to(x.dtype), center=False,
-                       return_complex=True)
-        return torch.cat([z.real, z.imag], dim=1)
+            z = F.conv1d(xp[:, None], analysis, stride=self.hop).transpose(1, 2)  # (B, F, 2 bins)
+            return z[..., :bins], z[..., bins:]
+        z = torch.fft.rfft(xp.unfold(-1, self.n_fft, self.hop) * self.window.to(x.dtype), dim=-1)
+        return z.real, z.imag
 
-    def _istft(self, spec: Tensor, fmask: Optional[Tensor], *, dft: Optional[bool] = None) -> Tensor:
-        """(B, 2 (n_fft/2+1), F) [Re; Im] -> (B, F*hop): windowed overlap-add of the inverse DFTs, divided
-        by the squared-window envelope of the (valid) frames. The inverse of `_stft` on the valid span."""
-        B, _, nF = spec.shape
+    def _envelope_inv(self, fmask: Optional[Tensor], like: Tensor, *, dft: Optional[bool] = None) -> Tensor:
+        """1 / the squared-window overlap-add envelope of the valid frames -> (B or 1, F*hop), for `_istft`.
+
+        fmask (B, F, 1) or None (all F frames valid); like: any (B, F, ...) tensor giving F, dtype and device."""
+        w2 = (self.window**2).to(device=like.device, dtype=like.dtype)
         if dft if dft is not None else _exporting():
-            _, synthesis = self._bases(spec.dtype, spec.device)
-            y = F.conv_transpose1d(spec, synthesis, stride=self.hop)[:, 0]  # (B, (F-1) hop + n_fft)
+            ones = torch.ones_like(like[..., :1]).transpose(1, 2)  # (B, 1, F), shaped by the input (dynamic trace)
+            if fmask is not None:
+                ones = ones * fmask.transpose(1, 2).to(like.dtype)
+            env = F.conv_transpose1d(ones, w2[None, None, :], stride=self.hop)[:, 0]
         else:
-            bins = self.n_fft // 2 + 1
-            frames = torch.fft.irfft(torch.complex(spec[:, :bins], spec[:, bins:]), n=self.n_fft, dim=1)
-            frames = frames * self.window.to(frames.dtype)[None, :, None]
-            y = F.fold(frames, (1, (nF - 1) * self.hop + self.n_fft), (1, self.n_fft), stride=(1, self.hop))
-            y = y.reshape(B, -1)
-        w2 = (self.window**2).to(device=spec.device, dtype=spec.dtype)[None, None, :]
-        ones = torch.ones_like(spec[:, :1])  # (B, 1, F), shaped by the input (an ONNX trace stays dynamic)
-        if fmask is not None:
-            ones = ones * fmask.to(spec.dtype)
-        env = F.conv_transpose1d(ones, w2, stride=self.hop)[:, 0]
+            valid = like.new_ones(1, like.shape[1], 1) if fmask is None else fmask.to(like.dtype)
+            env = self._overlap_add(valid * w2)
         p = self._pad()
         if p:
-            y, env = y[:, p:-p], env[:, p:-p]
-        return y / env.clamp_min(1e-8)
+            env = env[:, p:-p]
+        return 1.0 / env.clamp_min(1e-8)
+
+    def _istft(self, spec: tuple[Tensor, Tensor], env_inv: Tensor, *, dft: Optional[bool] = None) -> Tensor:
+        """(re, im), each (B, F, n_fft/2+1) -> (B, F*hop): windowed overlap-add of the inverse DFTs times
+        env_inv (`_envelope_inv`, built with the same frame mask). The inverse of `_stft` on the valid span."""
+        re, im = spec
+        if dft if dft is not None else _exporting():
+            _, synthesis = self._bases(re.dtype, re.device)
+            y = F.conv_transpose1d(torch.cat([re, im], -1).transpose(1, 2), synthesis, stride=self.hop)[:, 0]
+        else:
+            frames = torch.fft.irfft(torch.complex(re, im), n=self.n_fft, dim=-1)
+            y = self._overlap_add(frames * self.window.to(frames.dtype))
+        p = self._pad()
+        if p:
+            y = y[:, p:-p]
+        return y * env_inv
 
     # ------------------------------------------------------------------------------ prior
-    def _prior(self, cond: Tensor, fmask: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-        """The Griffin-Lim prior of a mel cond (B, n_mels, F) fitted to the frames -> (g (B, F*hop), G (B, 2 bins, F)).
+    def _prior(self, cond: Tensor, fmask: Optional[Tensor],
+               env_inv: Optional[Tensor] = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """The Griffin-Lim prior of a mel cond (B, n_mels, F) fitted to the frames
+        -> (g (B, F*hop), G = (re, im) each (B, F, bins)); fmask (B, F, 1) or None; env_inv from `_envelope_inv`
+        (built here when None).
 
         |X| = max(P exp((y - b) / a), 0) (P: the preset's pseudo-inverse filterbank, baselines.mel_inverse_operator),
         then `prior_iters` iterations of fast Griffin-Lim (Griffin & Lim 1984; Perraudin et al. 2013, momentum
@@ -255,24 +303,26 @@ class FrameNet(nn.Module):
         """
         a, b = self.mel_affine
         c = cond.float()
-        mag = torch.relu(torch.matmul(self.mel_inverse.to(c.device, c.dtype), torch.exp((c - b) / a)))  # (B, bins, F)
+        mag = torch.relu(torch.matmul(torch.exp((c - b) / a).transpose(1, 2),
+                                      self.mel_inverse_t.to(c.device, c.dtype)))  # (B, F, bins)
         if fmask is not None:
             mag = mag * fmask.float()
-        bins = mag.shape[1]
+        if env_inv is None:
+            env_inv = self._envelope_inv(fmask, mag)
+        env_inv = env_inv.to(mag.dtype)
         # samples of the valid frames only: an item in a padded batch then gets the prior it gets alone
-        smask = None if fmask is None else fmask.float().repeat_interleave(self.hop, dim=-1)[:, 0]
+        smask = None if fmask is None else fmask[:, :, 0].float().repeat_interleave(self.hop, dim=-1)
         beta = 0.99 / 1.99
         ar, ai = torch.ones_like(mag), torch.zeros_like(mag)  # unit phasors: zero phase
         pr, pi = torch.zeros_like(mag), torch.zeros_like(mag)
         for _ in range(self.prior_iters):
-            y = self._istft(torch.cat([mag * ar, mag * ai], 1), fmask)
-            spec = self._stft(y if smask is None else y * smask)
-            rr, ri = spec[:, :bins], spec[:, bins:]
+            y = self._istft((mag * ar, mag * ai), env_inv)
+            rr, ri = self._stft(y if smask is None else y * smask)
             ar, ai = rr - beta * pr, ri - beta * pi
             pr, pi = rr, ri
             norm = torch.sqrt(ar * ar + ai * ai + 1e-16)
             ar, ai = ar / norm, ai / norm
-        g = self._istft(torch.cat([mag * ar, mag * ai], 1), fmask)
+        g = self._istft((mag * ar, mag * ai), env_inv)
         if smask is not None:
             g = g * smask
         return g, self._stft(g)
@@ -286,49 +336,51 @@ class FrameNet(nn.Module):
         exporting = _exporting()  # traced for ONNX: T = frames * hop and cond has the frames (export_onnx)
         nF = -(-T // self.hop)
         Tp = nF * self.hop
-        fmask = None
+        fmask = None  # (B, F, 1): time-major like every feature below
         if mask is not None:
             x = x * mask.to(x.dtype)
             valid = mask[:, 0].to(torch.float32).sum(-1)  # masks are a prefix of valid samples
             frames_valid = torch.ceil(valid / self.hop)
-            fmask = (torch.arange(nF, device=x.device)[None, :] < frames_valid[:, None]).to(x.dtype)[:, None]
+            fmask = (torch.arange(nF, device=x.device)[None, :] < frames_valid[:, None]).to(x.dtype)[:, :, None]
         xs = x[:, 0] if exporting else F.pad(x[:, 0], (0, Tp - T))
         xs = xs.float() if xs.dtype not in (torch.float32, torch.float64) else xs
-        spec_in = self._stft(xs)  # (B, 2 bins, F), in units of x
-        feats = spec_in * self.spec_scale
+        xr, xi = self._stft(xs)  # (B, F, bins) each, in units of x
+        env_inv = self._envelope_inv(fmask, xr)
+        feats = [xr * self.spec_scale, xi * self.spec_scale]
         c = None
         if self.cond_proj is not None:
             c = cond if exporting else fit_length(cond, nF)
-        prior_spec = None
+        gr = gi = None
         if self.prior_iters:
-            _, prior_spec = self._prior(c, fmask)
-            prior_spec = prior_spec * self.prior_gain  # in units of x / sigma_data, like F
-            feats = torch.cat([feats, prior_spec * self.spec_scale], dim=1)
-        h = self.in_proj(feats.to(x.dtype))
+            _, (gr, gi) = self._prior(c, fmask, env_inv)
+            gr, gi = gr * self.prior_gain, gi * self.prior_gain  # in units of x / sigma_data, like F
+            feats += [gr * self.spec_scale, gi * self.spec_scale]
+        h = _pointwise(self.in_proj, torch.cat(feats, dim=-1).to(x.dtype))  # (B, F, dim)
         if c is not None:
             c = c.to(x.dtype)
             if fmask is not None:
-                c = c * fmask
-            h = h + self.cond_proj(c)
+                c = c * fmask.transpose(1, 2)
+            h = h + self.cond_proj(c).transpose(1, 2)
         if fmask is not None:
             h = h * fmask
         emb = self.noise_emb(c_noise if exporting or c_noise.numel() != 1 else c_noise.reshape(-1).expand(B))
         for blk in self.blocks:
             h = blk(h, emb, fmask)
-        out = self.head(_layer_norm(h, self.dim))
+        out = _pointwise(self.head, _layer_norm(h, self.dim))  # (B, F, 2 bins (1 + streams))
         out = out.float() if out.dtype not in (torch.float32, torch.float64) else out
         bins = self.n_fft // 2 + 1
-        xr, xi = spec_in[:, :bins].to(out.dtype), spec_in[:, bins:].to(out.dtype)
-        mr, mi = out[:, 2 * bins:3 * bins], out[:, 3 * bins:4 * bins]
-        spec = out[:, :2 * bins] + torch.cat([mr * xr - mi * xi, mr * xi + mi * xr], dim=1)  # R + M X
-        if prior_spec is not None:  # + (1 + M_g) G: at init F = iSTFT(G) = the prior
-            gr, gi = prior_spec[:, :bins].to(out.dtype), prior_spec[:, bins:].to(out.dtype)
-            nr, ni = 1 + out[:, 4 * bins:5 * bins], out[:, 5 * bins:]
-            spec = spec + torch.cat([nr * gr - ni * gi, nr * gi + ni * gr], dim=1)
-        out = spec
+        xr, xi = xr.to(out.dtype), xi.to(out.dtype)
+        mr, mi = out[..., 2 * bins:3 * bins], out[..., 3 * bins:4 * bins]
+        re = out[..., :bins] + mr * xr - mi * xi  # R + M X
+        im = out[..., bins:2 * bins] + mr * xi + mi * xr
+        if gr is not None:  # + (1 + M_g) G: at init F = iSTFT(G) = the prior
+            gr, gi = gr.to(out.dtype), gi.to(out.dtype)
+            nr, ni = 1 + out[..., 4 * bins:5 * bins], out[..., 5 * bins:]
+            re = re + nr * gr - ni * gi
+            im = im + nr * gi + ni * gr
         if fmask is not None:
-            out = out * fmask.to(out.dtype)
-        y = self._istft(out, fmask)
+            re, im = re * fmask.to(out.dtype), im * fmask.to(out.dtype)
+        y = self._istft((re, im), env_inv.to(out.dtype))
         if not exporting:
             y = y[:, :T]
         y = y[:, None].to(x.dtype)
