@@ -7,6 +7,7 @@ Public API:
     MelSpectrogram, PRESETS          the mel conventions of common TTS stacks
     Vocoder                          mel -> waveform (from_pretrained, decode, inpaint, bwe)
     MelDecoder                       frame-level features -> mel (for TTS stacks)
+    InferenceSpec                    what Vocoder and MelDecoder are built from (no training sections)
     load_diffwave_checkpoint         a reference DiffWave checkpoint as an EDM denoiser
 """
 
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 
 from cmaudio.diffwave_ref import load_diffwave_checkpoint
 from cmaudio.features import PRESETS, MelSpectrogram
+from cmaudio.generator import InferenceSpec
 from cmaudio.mel import MelDecoder
 from cmaudio.models import ConsistencyModel, Denoiser
 from cmaudio.objectives import CDObjective, CTObjective, DSMObjective
@@ -33,5 +35,6 @@ __all__ = [
     "PRESETS",
     "Vocoder",
     "MelDecoder",
+    "InferenceSpec",
     "load_diffwave_checkpoint",
 ]

@@ -512,8 +512,8 @@ def _bench_default(run: _Runner, batch_sizes, steps: Sequence[int], seconds: flo
         return
     mem = _MemProbe(run.device)
     voc = Vocoder.from_pretrained(device=run.device)
-    m = voc.config.model
-    if voc.config.features.preset != MEL_PRESET or voc.kind != "consistency":
+    m = voc.spec.model
+    if voc.spec.preset != MEL_PRESET or voc.kind != "consistency":
         return
     model = voc.model.eval()
     mem.module = model

@@ -2,11 +2,13 @@
 
 - `build_model(cfg, sigma_data, kind)`: the network from `model.*` wrapped as a
   ConsistencyModel (kind "consistency") or a Denoiser (kind "denoiser").
+- `build_generator(spec)`: the same from an inference spec (cmaudio.generator.InferenceSpec), what the
+  Vocoder and MelDecoder facades are built from.
 - `load_teacher(cfg)`: the CD teacher from `objective.teacher`: a cmaudio training run
   directory, a cmaudio model directory, or a checkpoint of the reference DiffWave.
 - `build_objective(cfg, model, teacher)`: DSM / CD / CT / iCT with the configured distance.
 
-Imports: config, param, models, nets, features, baselines, objectives, checkpoint, diffwave_ref.
+Imports: config, generator, param, models, nets, features, baselines, objectives, checkpoint, diffwave_ref.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from torch import nn
 from cmaudio import checkpoint as ckpt
 from cmaudio.baselines import mel_inverse_operator
 from cmaudio.checkpoint import kind_of
-from cmaudio.config import Config
+from cmaudio.config import Config, ModelConfig
 from cmaudio.diffwave_ref import load_diffwave_checkpoint
 from cmaudio.errors import ConfigError
 from cmaudio.features import MelSpectrogram, get_preset
+from cmaudio.generator import InferenceSpec
 from cmaudio.models import ConsistencyModel, Denoiser
 from cmaudio.nets import build_net
 from cmaudio.objectives import CDObjective, CTObjective, DSMObjective, build_distance
@@ -34,23 +37,37 @@ role_of = kind_of  # the older name of checkpoint.kind_of: 'denoiser' for the DS
 
 
 def make_param(cfg: Config, sigma_data: float) -> KarrasParam:
-    m = cfg.model
+    return _param(cfg.model, sigma_data)
+
+
+def _param(m: ModelConfig, sigma_data: float) -> KarrasParam:
     return KarrasParam(sigma_min=m.sigma_min, sigma_max=m.sigma_max, sigma_data=float(sigma_data), rho=m.rho)
 
 
 def io_channels(cfg: Config, cond_channels: Optional[int] = None) -> tuple[int, Optional[int], int]:
     """(in_channels, cond_channels, cond_hop) of the network for the config's domain."""
-    preset = get_preset(cfg.features.preset)
-    if cfg.model.domain == "wave":
+    return _io_channels(cfg.model.domain, cfg.features.preset, cond_channels)
+
+
+def _io_channels(domain: str, preset_name: str, cond_channels: Optional[int]) -> tuple[int, Optional[int], int]:
+    preset = get_preset(preset_name)
+    if domain == "wave":
         return 1, preset.n_mels, preset.hop_length
     return preset.n_mels, (cond_channels if cond_channels is not None else preset.n_mels), 1
 
 
 def build_model(cfg: Config, sigma_data: float, kind: Optional[str] = None, *, cond_channels: Optional[int] = None):
     """The parameterized model for `cfg` (random init). kind: 'consistency' | 'denoiser' (default: kind_of(cfg))."""
-    kind = kind or kind_of(cfg)
-    m = cfg.model
-    in_ch, cond_ch, cond_hop = io_channels(cfg, cond_channels)
+    return _assemble(cfg.model, cfg.features.preset, sigma_data, kind or kind_of(cfg), cond_channels)
+
+
+def build_generator(spec: InferenceSpec):
+    """The parameterized model an inference spec describes (random init; load its weights next)."""
+    return _assemble(spec.model, spec.preset, spec.sigma_data, spec.kind, spec.cond_channels)
+
+
+def _assemble(m: ModelConfig, preset: str, sigma_data: float, kind: str, cond_channels: Optional[int]):
+    in_ch, cond_ch, cond_hop = _io_channels(m.domain, preset, cond_channels)
     net = build_net(
         m.net,
         domain=m.domain,
@@ -67,26 +84,25 @@ def build_model(cfg: Config, sigma_data: float, kind: Optional[str] = None, *, c
         dim=m.frame_dim,
         layers=m.frame_layers,
         n_fft=m.frame_n_fft,
-        **_frame_prior(cfg, sigma_data),
+        **_frame_prior(m, preset, sigma_data),
     )
     cls = ConsistencyModel if kind == "consistency" else Denoiser
     return cls(
         net,
-        make_param(cfg, sigma_data),
+        _param(m, sigma_data),
         cond_channels=cond_ch,
         cond_hop=cond_hop,
         null_cond=m.cond_dropout > 0,
     )
 
 
-def _frame_prior(cfg: Config, sigma_data: float) -> dict:
+def _frame_prior(m: ModelConfig, preset: str, sigma_data: float) -> dict:
     """FrameNet's Griffin-Lim prior options (model.frame_prior_iters > 0): the preset's mel inverse, and the
     gain 1 / sigma_data that puts the prior in F's units (f = c_skip x + c_out F with c_out -> sigma_data)."""
-    m = cfg.model
     if m.net != "framenet" or not m.frame_prior_iters:
         return {}
     try:
-        inverse, a, b = mel_inverse_operator(cfg.features.preset, m.frame_n_fft)
+        inverse, a, b = mel_inverse_operator(preset, m.frame_n_fft)
     except ConfigError as e:
         raise ConfigError(f"model.frame_prior_iters: {e}; set model.frame_n_fft to it") from None
     return dict(prior_iters=m.frame_prior_iters, mel_inverse=inverse, mel_affine=(a, b),

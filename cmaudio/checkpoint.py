@@ -53,6 +53,7 @@ from torch import Tensor, nn
 from cmaudio.config import Config, from_dict, replace, to_dict
 from cmaudio.errors import CheckpointError, ConfigError
 from cmaudio.features import get_preset
+from cmaudio.generator import InferenceSpec
 from cmaudio.io import atomic_path, fsync_dir, write_text_atomic
 
 CKPT_DIR = "checkpoints"
@@ -395,6 +396,13 @@ class ModelDirInfo:
     def cond_channels(self) -> Optional[int]:
         """Width of the network's cond when the domain recorded one (mel decoders), else None."""
         return self.domain_info.get("cond_channels")
+
+    @property
+    def spec(self) -> InferenceSpec:
+        """What inference needs of this record (kind, mel preset, model fields with sigma_data, default sigmas,
+        domain_info), without the training sections: what Vocoder and MelDecoder are built from."""
+        return InferenceSpec(kind=self.kind, preset=self.config.features.preset, model=self.config.model,
+                             default_sigmas=self.default_sigmas, domain_info=self.domain_info)
 
     def to_json(self) -> dict[str, Any]:
         """The config.json fields of this record (without format, format_version and sha256)."""

@@ -374,6 +374,8 @@ def evaluate(
     preset: Optional[str] = typer.Option(None, "--preset", help="mel preset for baselines without -m (default hifigan)"),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="comma-separated metric names (default: all)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a report that already exists in -o"),
+    with_default: bool = typer.Option(False, "--with-default", help="also score the shipped default model on the "
+                                      "same clips (rows default-Kstep), beside -m"),
 ) -> None:
     """Copy-synthesis quality on held-out utterances: metrics, plot and a listening page."""
     from cmaudio.evaluate import evaluate as run
@@ -396,7 +398,7 @@ def evaluate(
     res = run(str(data), model_dir=str(model) if model else None, fmt=fmt, steps=_int_list(steps, "--steps"),
               teacher_dir=str(teacher) if teacher else None, teacher_steps=_int_list(teacher_steps, "--teacher-steps"),
               out_dir=out, split=split, limit=limit, max_seconds=max_seconds, device=_device(device), seed=seed,
-              metrics=names, baselines=baselines, preset=preset)
+              metrics=names, baselines=baselines, preset=preset, with_default=with_default)
     from cmaudio.report import markdown_table, summarize
 
     typer.echo(markdown_table(summarize(res)))

@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 import torch
 
 from cmaudio.baselines import GRIFFINLIM_ITERS, griffinlim
-from cmaudio.config import Config
+from cmaudio.config import Config, DataConfig
 from cmaudio.data import list_utterances, load_utterance_audio, split_utterances
 from cmaudio.errors import ConfigError, DataError
 from cmaudio.features import MelSpectrogram, get_preset
@@ -36,9 +36,16 @@ BASELINES = ("griffinlim",)
 
 
 def held_out_utterances(source, root: str, fmt: str, split: str = "val", limit: Optional[int] = None):
-    """Utterances of `root` in `split` under the split rule of `source` (a Vocoder: its config's data
-    section; or a DataConfig, e.g. ``Config().data`` when only baselines are evaluated)."""
-    d = source.config.data if isinstance(source, Vocoder) else source
+    """Utterances of `root` in `split` under the split rule of `source` (a Vocoder: the data section of the
+    training config it records; or a DataConfig, e.g. ``Config().data`` when only baselines are evaluated).
+    A Vocoder built without its training config has no split rule: only split 'all' is possible."""
+    if isinstance(source, Vocoder):
+        if source.config is None and split != "all":
+            raise DataError("this vocoder does not record the config it was trained with, so its held-out split is "
+                            "unknown; evaluate with --split all on clips it never trained on")
+        d = source.config.data if source.config is not None else DataConfig()  # split all: only the listing options
+    else:
+        d = source
     utts = list_utterances(root, fmt, vctk_mic=d.vctk_mic, libritts_subsets=d.libritts_subsets)
     if split != "all":
         parts = split_utterances(utts, seed=d.split_seed, val_fraction=d.val_fraction, test_fraction=d.test_fraction)
@@ -76,6 +83,7 @@ def evaluate(
     baselines: Sequence[str] = (),
     preset: Optional[str] = None,
     griffinlim_iters: Sequence[int] = GRIFFINLIM_ITERS,
+    with_default: bool = False,
     progress=None,
 ) -> dict:
     """Evaluate a model (and optionally a teacher and baselines) and write the report to out_dir.
@@ -86,6 +94,10 @@ def evaluate(
     mel, NFE column = iterations, no network). With baselines and no `model_dir` only the ground
     truth and the baselines are scored, on `preset`'s mel (default hifigan) and the default split
     rule (``Config().data``); without baselines a missing `model_dir` means the shipped default model.
+    ``with_default=True`` adds the shipped default model's rows (family ``default``, the same step counts)
+    on the same clips, as a reference beside `model_dir`; the clips are chosen by `model_dir`'s split, so
+    use it only where the default never trained on them (its README lists its clips; the embedded
+    held-out clips LJ001-0011/0017/0027 are among those it never saw).
 
     Each recording is cropped to a whole number of mel hops so that every row is scored on the same
     samples; its mel is computed once and shared by all rows, and its reference analyses (pYIN,
@@ -115,6 +127,15 @@ def evaluate(
                             "(baselines invert the model's own mel)")
         models.append(("cm" if voc.kind == "consistency" else "teacher", voc, list(steps)))
     mel_preset = voc.preset if voc is not None else get_preset(preset or "hifigan").name
+    if with_default:
+        if model_dir is None:
+            raise ConfigError("--with-default adds the shipped default model beside -m MODEL; without -m the default is "
+                              "already the model scored")
+        d = Vocoder.from_pretrained(None, device=device)
+        if d.preset != mel_preset:
+            raise DataError(f"the shipped default uses {d.preset!r} mels but the model {mel_preset!r}; "
+                            "compare like with like")
+        models.append(("default", d, list(steps)))
     if teacher_dir:
         t = Vocoder.from_pretrained(teacher_dir, device=device)
         if t.preset != mel_preset:
@@ -127,6 +148,7 @@ def evaluate(
     results: dict = {
         "meta": {"model": str(model_dir or ("default" if voc is not None else "none")),
                  "teacher": str(teacher_dir) if teacher_dir else None, "baselines": baselines or None,
+                 "default_model": bool(with_default),
                  "data": str(data_root), "format": fmt, "split": split, "utterances": len(utts), "device": device,
                  "sample_rate": sr, "preset": mel_preset, "seed": seed},
         "settings": [],

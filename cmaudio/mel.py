@@ -58,7 +58,7 @@ does not depend on how much padding the batch adds (nor, with a list of generato
 other items).
 
 Imports: build (models, nets, objectives), checkpoint, config, data, domains.meldata (the stand-in and statistics),
-features, io, sampling, vocoder (the shared facade defaults and model-directory checks). The training domain
+features, generator (the inference spec and the shared facade defaults), io, sampling. The training domain
 (`cmaudio.domains.mel.MelDomain`) sits above this module and imports it, never the other way round.
 """
 
@@ -73,15 +73,15 @@ import torch
 from torch import Tensor, nn
 
 from cmaudio import checkpoint as ckpt
-from cmaudio.build import build_model, build_objective
-from cmaudio.config import Config, from_dict, replace
+from cmaudio.build import build_generator, build_model, build_objective
+from cmaudio.config import Config, DataConfig, from_dict, replace
 from cmaudio.data import load_audio
 from cmaudio.domains.meldata import mel_stats, standin_cond
 from cmaudio.errors import CheckpointError, ConfigError, DataError
 from cmaudio.features import MelSpectrogram, get_preset
 from cmaudio.io import load_npy, save_npy_atomic
 from cmaudio.sampling import consistency_sample, ode_sample, strictly_decreasing, teacher_sigmas
-from cmaudio.vocoder import GeneratorDefaults
+from cmaudio.generator import GeneratorDefaults, InferenceSpec
 
 
 # ----------------------------------------------------------------------------------------------
@@ -96,44 +96,37 @@ class MelDecoder(GeneratorDefaults, nn.Module):
     """Frame-level features -> log-mel in one step (or a few): the mel-domain consistency decoder.
 
     Holds the parameterized network (`model`, a ConsistencyModel or, for a DSM teacher, a Denoiser),
-    its Config, the normalisation statistics (buffers ``mel_mean``, ``mel_std`` (n_mels,),
-    ``cond_mean``, ``cond_std`` (C_cond,), saved in state_dict so a TTS model that contains the
-    decoder keeps them) and the preset's MelSpectrogram (``features``).
+    the inference spec it was built from (`spec`, cmaudio.generator.InferenceSpec: kind, preset, network,
+    default sigmas, and in domain_info the statistics it starts with), the normalisation statistics
+    (buffers ``mel_mean``, ``mel_std`` (n_mels,), ``cond_mean``, ``cond_std`` (C_cond,), saved in
+    state_dict so a TTS model that contains the decoder keeps them) and the preset's MelSpectrogram
+    (``features``). ``config`` is the training Config when known (provenance; `default_objective` reads
+    its objective section), else None.
 
     Attributes: n_mels, preset, sample_rate, hop_length, cond_channels, prior ('zero' | 'cond'),
     kind ('consistency' | 'denoiser'), cond_in_mel_space, info (the model directory's
     `checkpoint.ModelDirInfo` when loaded).
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        config: Config,
-        *,
-        kind: str = "consistency",
-        domain_info: Optional[dict[str, Any]] = None,
-        default_sigmas: Optional[dict[int, Sequence[float]]] = None,
-    ) -> None:
+    def __init__(self, model: nn.Module, spec: InferenceSpec, *, config: Optional[Config] = None) -> None:
         super().__init__()
-        if config.model.domain != "mel":
-            raise CheckpointError("this model is a waveform vocoder (model.domain = wave); load it with Vocoder")
-        if kind not in ("consistency", "denoiser"):
-            raise ConfigError(f"kind must be consistency or denoiser (got {kind!r})")
-        info = dict(domain_info or {})
+        self._check_spec(model, spec, "mel")
+        info = dict(spec.domain_info)
         self.model = model
+        self.spec = spec
         self.config = config
-        self.kind = kind
-        self.features = MelSpectrogram(config.features.preset)
+        self.features = MelSpectrogram(spec.preset)
         n, c = self.features.n_mels, model.cond_channels
         if c is None:
             raise ConfigError("a mel decoder needs a conditioned network (cond_channels)")
-        self.prior = config.model.prior
+        self.prior = spec.model.prior
         self.cond_source = info.get("cond_source", "standin")
         self.cond_in_mel_space = bool(info.get("cond_in_mel_space", c == n))
         if self.prior == "cond" and (not self.cond_in_mel_space or c != n):
             raise ConfigError(f"model.prior=cond needs a cond in mel space ({n} channels); this cond has {c}")
-        self.standin_segment = int(info.get("standin_segment", config.data.standin_segment))
-        self.standin_smooth = int(info.get("standin_smooth", config.data.standin_smooth))
+        data = config.data if config is not None else DataConfig()  # older records keep these in data.*
+        self.standin_segment = int(info.get("standin_segment", data.standin_segment))
+        self.standin_smooth = int(info.get("standin_smooth", data.standin_smooth))
 
         def vec(key: str, size: int, fill: float, fallback: Optional[str] = None) -> Tensor:
             v = info.get(key, info.get(fallback) if fallback else None)
@@ -152,7 +145,6 @@ class MelDecoder(GeneratorDefaults, nn.Module):
         with torch.no_grad():  # the preset's digital silence: what padded frames are filled with
             silence = self.features(torch.zeros(1, self.features.min_samples)).mean(-1)[0]
         self.register_buffer("silence", silence, persistent=False)
-        self.default_sigmas = {int(k): tuple(v) for k, v in (default_sigmas or {}).items()}
         self.info: Optional[ckpt.ModelDirInfo] = None  # the model directory's record, when loaded
         object.__setattr__(self, "_objective", None)
         self.model.eval()
@@ -231,7 +223,7 @@ class MelDecoder(GeneratorDefaults, nn.Module):
         info = {"mel_mean": lst(mel_mean), "mel_std": lst(mel_std), "cond_mean": lst(cond_mean),
                 "cond_std": lst(cond_std), "cond_channels": c, "cond_source": "dir", "cond_in_mel_space": in_space}
         info = {k: v for k, v in info.items() if v is not None}
-        dec = cls(model, cfg, kind="consistency", domain_info=info)
+        dec = cls.from_config(model, cfg, kind="consistency", domain_info=info)
         dec.model.train()
         return dec
 
@@ -242,16 +234,18 @@ class MelDecoder(GeneratorDefaults, nn.Module):
         info, weights = ckpt.load_model_dir(model_dir)
         if info.domain != "mel":
             raise CheckpointError(f"{model_dir} holds a waveform vocoder, not a mel decoder; load it with Vocoder")
-        model = build_model(info.config, info.sigma_data, info.kind, cond_channels=info.cond_channels)
+        spec = info.spec
+        model = build_generator(spec)
         ckpt.load_state_into(model, weights, f"{model_dir / ckpt.MODEL_FILE}")
-        dec = cls(model, info.config, kind=info.kind, domain_info=info.domain_info, default_sigmas=info.default_sigmas)
+        dec = cls(model, spec, config=info.config)
         dec.info = info
         return dec.to(device)
 
     def save_pretrained(self, model_dir: Union[str, Path], extra: Optional[dict[str, Any]] = None) -> None:
         """Write config.json + model.safetensors (this decoder's current weights and statistics)."""
         sigmas = {k: self.sigmas_for(k) for k in (1, 2, 3, 4)} if self.kind == "consistency" else {}
-        info = ckpt.ModelDirInfo(kind=self.kind, config=self.config, sigma_data=float(self.model.param.sigma_data),
+        config = self.config if self.config is not None else self.spec.to_config()
+        info = ckpt.ModelDirInfo(kind=self.kind, config=config, sigma_data=self.spec.sigma_data,
                                  domain_info=self.model_info(), default_sigmas=sigmas, extra=extra or {})
         ckpt.save_model_dir(Path(model_dir), weights=self.model.state_dict(), info=info)
 
@@ -380,11 +374,13 @@ class MelDecoder(GeneratorDefaults, nn.Module):
     def default_objective(self):
         """The loss `loss()` uses: iCT (Song & Dhariwal 2023) around this decoder's model, DSM for a teacher.
 
-        Built from the decoder's config (objective.p_mean/p_std/s0/s1/total_steps); a cd or ct config
+        Built from the decoder's training config (objective.p_mean/p_std/s0/s1/total_steps; without one, from
+        `spec.to_config()`: iCT's defaults); a cd or ct config
         becomes ict (no teacher, no target network to keep), mrstft terms become pseudo-Huber.
         """
         if self._objective is None:
-            o = self.config.objective
+            base = self.config if self.config is not None else self.spec.to_config()
+            o = base.objective
             changes: dict[str, Any] = {}
             if self.kind == "consistency" and o.kind in ("cd", "ct"):
                 changes["kind"] = "ict"
@@ -392,7 +388,7 @@ class MelDecoder(GeneratorDefaults, nn.Module):
                 changes["kind"] = "dsm"
             if "mrstft" in o.distance:
                 changes["distance"] = {"pseudo_huber": 1.0}
-            cfg = replace(self.config, objective=changes) if changes else self.config
+            cfg = replace(base, objective=changes) if changes else base
             object.__setattr__(self, "_objective", build_objective(cfg, self.model))
         return self._objective
 

@@ -4,9 +4,11 @@
     audio = voc.decode(mel, steps=1)              # (B, frames * hop) in [-1, 1]
     audio = voc(wave)                             # copy-synthesis: decode(voc.mel(wave))
 
-The vocoder owns its MelSpectrogram (features ship with the model), so copy-synthesis is exact
-to the convention it was trained on. A model directory (cmaudio.checkpoint) holds config.json
-and model.safetensors; loading never unpickles.
+The vocoder is built from an inference spec (cmaudio.generator.InferenceSpec: kind, mel preset,
+network and parameterization, default sigmas), never from training sections; a model directory
+(cmaudio.checkpoint) gives one (`ModelDirInfo.spec`) and holds config.json and model.safetensors;
+loading never unpickles. The vocoder owns its MelSpectrogram (features ship with the model), so
+copy-synthesis is exact to the convention it was trained on.
 
 Long input is generated in chunks (`chunk_seconds`): each network call sees its chunk plus a
 context of at least the network's receptive field on both sides, and neighbouring chunks are
@@ -26,12 +28,12 @@ import torch
 from torch import Tensor, nn
 
 from cmaudio import checkpoint as ckpt
-from cmaudio.build import build_model, make_param
+from cmaudio.build import build_generator, build_model, make_param
 from cmaudio.config import Config
 from cmaudio.errors import CheckpointError, DataError
 from cmaudio.features import MelSpectrogram, can_convert, convert, get_preset
-from cmaudio.sampling import (bandwidth_extension, consistency_sample, inpaint, ode_nfe, ode_sample, strictly_decreasing,
-                              teacher_sigmas)
+from cmaudio.generator import GeneratorDefaults, InferenceSpec, check_sigmas, check_steps
+from cmaudio.sampling import (bandwidth_extension, consistency_sample, inpaint, ode_nfe, ode_sample, teacher_sigmas)
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "default"
 
@@ -72,42 +74,6 @@ class Chunked:
             out[..., a * hop : b * hop] += core * w
             weight[a * hop : b * hop] += w
         return out / weight.clamp_min(1e-12)
-
-
-def check_steps(steps: Any) -> int:
-    """`steps` as an int >= 1, or a DataError naming the argument (2.5, True, "2", 0 are refused)."""
-    import numbers
-
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
-        raise DataError(f"steps must be a whole number >= 1 (got {steps!r} of type {type(steps).__name__})")
-    if steps < 1:
-        raise DataError(f"steps must be >= 1 (got {steps})")
-    return int(steps)
-
-
-def check_sigmas(sigmas: Any, *, sigma_min: float, sigma_max: Optional[float]) -> list[float]:
-    """`sigmas` as a list of floats, or a DataError naming the argument.
-
-    Must be a non-empty sequence of finite numbers, strictly decreasing, each >= sigma_min (and
-    <= sigma_max when given: a consistency model is defined on [sigma_min, sigma_max] only).
-    """
-    if isinstance(sigmas, (str, bytes)) or not hasattr(sigmas, "__len__"):
-        raise DataError(f"sigmas must be a list of noise levels, e.g. [2.0, 0.3] (got {sigmas!r:.60})")
-    try:
-        vals = [float(s) for s in (sigmas.reshape(-1) if isinstance(sigmas, (Tensor, np.ndarray)) else sigmas)]
-    except (TypeError, ValueError):
-        raise DataError(f"sigmas must hold numbers (got {list(sigmas)!r:.80})") from None
-    if not vals:
-        raise DataError("sigmas is empty; give at least one noise level, e.g. [2.0]")
-    if not all(math.isfinite(v) for v in vals):
-        raise DataError(f"sigmas must be finite (got {vals})")
-    if not strictly_decreasing(vals):
-        raise DataError(f"sigmas must be strictly decreasing (got {vals})")
-    if vals[-1] < sigma_min * (1 - 1e-6):
-        raise DataError(f"sigmas must be >= the model's sigma_min {sigma_min:g} (got {vals})")
-    if sigma_max is not None and vals[0] > sigma_max * (1 + 1e-6):
-        raise DataError(f"sigmas must be <= the model's sigma_max {sigma_max:g} (got {vals})")
-    return vals
 
 
 def mel_input(mel: Any) -> Tensor | np.ndarray:
@@ -167,58 +133,33 @@ def implausible_mel(mel) -> Optional[str]:
             "linear or unnormalised spectrogram? the audio will be meaningless")
 
 
-class GeneratorDefaults:
-    """Shared by Vocoder and MelDecoder: rate/hop from the owned features, device, sigma defaults.
-
-    Needs `features` (MelSpectrogram), `model` (parameterized network) and `default_sigmas`.
-    """
-
-    @property
-    def sample_rate(self) -> int:
-        return self.features.sample_rate
-
-    @property
-    def hop_length(self) -> int:
-        return self.features.hop_length
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def sigmas_for(self, steps: int) -> tuple[float, ...]:
-        """Noise levels of `steps`-step consistency sampling: stored defaults, else the Karras grid."""
-        steps = check_steps(steps)
-        if steps in self.default_sigmas:
-            return self.default_sigmas[steps]
-        return self.model.param.default_sigmas(steps)
-
-
 class Vocoder(GeneratorDefaults, nn.Module):
     """Mel-conditioned waveform generator.
 
-    Attributes: sample_rate (Hz), hop_length (samples per frame), n_mels, preset (mel
-    convention name), kind ('consistency' or 'denoiser'), model (the parameterized network),
-    info (the model directory's `checkpoint.ModelDirInfo`, when loaded by from_pretrained).
+    Built from an inference spec (cmaudio.generator.InferenceSpec: kind, mel preset, network and
+    parameterization, default sigmas), never from the training sections. Attributes: spec, sample_rate
+    (Hz), hop_length (samples per frame), n_mels, preset (mel convention name), kind ('consistency' or
+    'denoiser'), model (the parameterized network), config (the training Config the weights came from,
+    when known: provenance, written back by save_pretrained, and the split rule `cmaudio evaluate` uses;
+    else None), info (the model directory's `checkpoint.ModelDirInfo`, when loaded by from_pretrained).
     """
 
     def __init__(
         self,
         model: nn.Module,
-        config: Config,
+        spec: InferenceSpec,
         *,
-        kind: str = "consistency",
-        default_sigmas: Optional[dict[int, Sequence[float]]] = None,
+        config: Optional[Config] = None,
         chunk_seconds: float = 20.0,
     ) -> None:
         super().__init__()
-        if config.model.domain != "wave":
-            raise CheckpointError("this model is a mel decoder (model.domain = mel); load it with MelDecoder")
+        self._check_spec(model, spec, "wave")
         self.model = model
+        self.spec = spec
         self.config = config
-        self.kind = kind
-        self.features = MelSpectrogram(config.features.preset)
-        self.default_sigmas = {int(k): tuple(v) for k, v in (default_sigmas or {}).items()}
+        self.features = MelSpectrogram(spec.preset)
         self.chunk_seconds = chunk_seconds
+        self.info: Optional[ckpt.ModelDirInfo] = None
         self.model.eval()
 
     # ------------------------------------------------------------------ properties
@@ -245,17 +186,21 @@ class Vocoder(GeneratorDefaults, nn.Module):
         if model_dir == DEFAULT_MODEL_DIR and not (model_dir / ckpt.CONFIG_FILE).is_file():
             raise CheckpointError(f"no default model is installed at {model_dir}; pass -m MODEL_DIR")
         info, weights = ckpt.load_model_dir(model_dir)
-        model = build_model(info.config, info.sigma_data, info.kind)
+        spec = info.spec
+        if spec.domain != "wave":
+            raise CheckpointError(f"{model_dir} holds a mel decoder (model.domain = mel); load it with MelDecoder")
+        model = build_generator(spec)
         ckpt.load_state_into(model, weights, f"{model_dir / ckpt.MODEL_FILE}")
-        voc = cls(model, info.config, kind=info.kind, default_sigmas=info.default_sigmas)
+        voc = cls(model, spec, config=info.config)
         voc.info = info
         return voc.to(device)
 
     def save_pretrained(self, model_dir: str | Path, extra: Optional[dict[str, Any]] = None) -> None:
         """Write config.json + model.safetensors (this vocoder's current weights)."""
         sigmas = {k: self.sigmas_for(k) for k in (1, 2, 3, 4)} if self.kind == "consistency" else {}
-        info = ckpt.ModelDirInfo(kind=self.kind, config=self.config, sigma_data=float(self.model.param.sigma_data),
-                                 default_sigmas=sigmas, extra=extra or {})
+        config = self.config if self.config is not None else self.spec.to_config()
+        info = ckpt.ModelDirInfo(kind=self.kind, config=config, sigma_data=self.spec.sigma_data,
+                                 domain_info=self.spec.domain_info, default_sigmas=sigmas, extra=extra or {})
         ckpt.save_model_dir(Path(model_dir), weights=self.model.state_dict(), info=info)
 
     # ------------------------------------------------------------------ features
@@ -401,11 +346,11 @@ class Vocoder(GeneratorDefaults, nn.Module):
 
 
 def vocoder_from_state(cfg: Config, sigma_data: float, kind: str, weights: dict, default_sigmas=None) -> Vocoder:
-    """Build a Vocoder around given weights (used by export and validation)."""
+    """Build a Vocoder around given weights of a run trained by `cfg` (used by export and validation)."""
     model = build_model(cfg, sigma_data, kind)
     ckpt.load_state_into(model, weights, "weights")
-    sig = default_sigmas or {int(k): tuple(v) for k, v in cfg.sampling.sigmas.items()}
-    return Vocoder(model, cfg, kind=kind, default_sigmas=sig)
+    return Vocoder.from_config(model, cfg, kind=kind, default_sigmas=default_sigmas)
 
 
-__all__ = ["Vocoder", "Chunked", "DEFAULT_MODEL_DIR", "make_param", "vocoder_from_state"]
+__all__ = ["Vocoder", "Chunked", "DEFAULT_MODEL_DIR", "InferenceSpec", "make_param", "vocoder_from_state",
+           "check_steps", "check_sigmas"]

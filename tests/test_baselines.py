@@ -126,7 +126,7 @@ def tiny_model(tmp_path_factory) -> Path:
     """A random tiny consistency vocoder whose split rule holds out two of the embedded clips."""
     cfg = replace(Config(), model={"size": "tiny", "sigma_data": 0.087}, data={"val_fraction": 0.15})
     d = tmp_path_factory.mktemp("model") / "tiny"
-    Vocoder(randomize(build_model(cfg, 0.087, "consistency"), 0), cfg).save_pretrained(d)
+    Vocoder.from_config(randomize(build_model(cfg, 0.087, "consistency"), 0), cfg).save_pretrained(d)
     return d
 
 
@@ -163,6 +163,23 @@ def test_evaluate_baseline_rows_beside_model_and_ground_truth(tmp_path, tiny_mod
     html = (out / "report.html").read_text()
     assert "griffinlim-64 (NFE 64)" in html and "Metrics it fools" in html
     assert "| griffinlim-32 |" in stdout
+
+
+def test_evaluate_with_default_scores_the_shipped_model_beside_the_model(tmp_path, tiny_model, capsys):
+    """--with-default adds the shipped vocoder's rows on the same clips: real speech (log-mel L1 well under
+    the random tiny model's), not a copy of the -m rows."""
+    out = tmp_path / "report"
+    code, _, err = cli(capsys, "evaluate", MINI, "-m", tiny_model, "--with-default", "--steps", "1", "--limit", "1",
+                       "--max-seconds", "1.0", "--metrics", "logmel_l1", "-o", out)
+    assert code in (0, None), err
+    data = json.loads((out / "report.json").read_text())
+    rows = {s["name"]: s for s in data["settings"]}
+    assert list(rows) == ["cm-1step", "default-1step"] and rows["default-1step"]["family"] == "default"
+    (uid,) = data["ground_truth"]["per_utterance"]
+    assert rows["default-1step"]["per_utterance"][uid]["logmel_l1"] < 0.6 < rows["cm-1step"]["per_utterance"][uid]["logmel_l1"]
+    assert data["meta"]["default_model"] is True
+    code, _, err = cli(capsys, "evaluate", MINI, "--with-default", "-o", tmp_path / "r2")
+    assert_one_line_error(code, err, "--with-default", "-m MODEL")
 
 
 def test_evaluate_baseline_without_model_uses_preset(tmp_path, capsys):

@@ -43,7 +43,7 @@ HOP = 256
 
 def tiny_vocoder(seed: int = 0, **model_kw) -> Vocoder:
     cfg = replace(Config(), model={"size": "tiny", "sigma_data": SD, **model_kw})
-    return Vocoder(randomize(build_model(cfg, SD, "consistency"), seed), cfg)
+    return Vocoder.from_config(randomize(build_model(cfg, SD, "consistency"), seed), cfg)
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:

@@ -386,9 +386,18 @@ def test_mini_model_directory_and_vocoder_handoff(mini_model, tmp_path):
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     torch.testing.assert_close(again.generate(cond, generator=g()), dec.generate(cond, generator=g()), rtol=0, atol=0)
 
+    # built from its inference spec alone (no training config): the same decoder, the same iCT loss defaults
+    from cmaudio.build import build_generator
+
+    bare = MelDecoder(build_generator(dec.spec), dec.spec)
+    bare.load_state_dict(dec.state_dict())
+    assert bare.config is None and bare.eval().prior == dec.prior
+    torch.testing.assert_close(bare.generate(cond, generator=g()), dec.generate(cond, generator=g()), rtol=0, atol=0)
+    assert bare.default_objective().kind == "ict"
+
     # decoder output -> a vocoder of the same preset (an untrained tiny one: the handoff, not the quality)
     wave_cfg = from_dict({"model": {"domain": "wave", "size": "tiny"}, "features": {"preset": "hifigan"}})
-    voc = Vocoder(build_model(wave_cfg, 0.09, "consistency"), wave_cfg)
+    voc = Vocoder.from_config(build_model(wave_cfg, 0.09, "consistency"), wave_cfg)
     wav = LJ_MINI / "wavs" / "LJ001-0011.wav"
     np.save(tmp_path / "mu.npy", dec.standin(dec.mel(torch.from_numpy(load_audio(wav, SR))))[0].numpy())
     outs = decode_files(mini_model / "model", [wav, tmp_path / "mu.npy"], tmp_path / "mels", seed=0)

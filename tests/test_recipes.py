@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cmaudio.build import build_model, role_of
-from cmaudio.config import dump_yaml, from_dict, load, to_dict
+from cmaudio.config import dump_yaml, from_dict, load
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,6 @@
 """The training loop: CLI runs of each objective, exact resume, atomic checkpoints, DDP, robustness."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path

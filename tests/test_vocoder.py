@@ -31,7 +31,7 @@ SD = 0.087
 
 def tiny_vocoder(kind: str = "consistency", seed: int = 0, **model_kw) -> Vocoder:
     cfg = replace(Config(), model={"size": "tiny", "sigma_data": SD, **model_kw})
-    return Vocoder(randomize(build_model(cfg, SD, kind), seed), cfg, kind=kind)
+    return Vocoder.from_config(randomize(build_model(cfg, SD, kind), seed), cfg, kind=kind)
 
 
 def rand_mel(batch: int, frames: int, seed: int = 0, n_mels: int = 80) -> torch.Tensor:
@@ -524,3 +524,58 @@ def test_default_model_is_a_real_vocoder_on_a_held_out_clip():
     with torch.no_grad():
         y = voc.decode(voc.mel(a), steps=1, generator=torch.Generator().manual_seed(0))[0]
     assert logmel_l1(a.numpy(), y.numpy(), 22050) < 0.6  # the models shipped before scored 1.6 and 0.73
+
+
+# ---------------------------------------------------------------------- inference spec (issue 16)
+def test_vocoder_is_built_from_an_inference_spec_without_training_sections(model_dir, voc, tmp_path):
+    """A model directory gives an InferenceSpec (kind, preset, model fields, sigmas) and nothing of training;
+    a Vocoder built from that spec alone decodes exactly as the loaded one and round-trips through save."""
+    from cmaudio.build import build_generator
+    from cmaudio.checkpoint import read_model_info
+    from cmaudio.generator import InferenceSpec
+
+    loaded = Vocoder.from_pretrained(model_dir)
+    spec = read_model_info(model_dir).spec
+    assert isinstance(spec, InferenceSpec) and spec == loaded.spec
+    assert not any(hasattr(spec, k) for k in ("data", "train", "objective"))
+    assert spec.sigma_data == SD and spec.preset == "hifigan" and spec.kind == "consistency"
+    bare = Vocoder(build_generator(spec), spec)
+    bare.model.load_state_dict(loaded.model.state_dict())
+    assert bare.config is None
+    mel = rand_mel(1, 24)
+    for steps in (1, 2):
+        assert torch.equal(bare.decode(mel, steps=steps, generator=gen()), loaded.decode(mel, steps=steps, generator=gen()))
+    out = tmp_path / "bare"
+    bare.save_pretrained(out)  # no training config known: the spec's own config is recorded
+    again = Vocoder.from_pretrained(out)
+    assert again.spec.model == spec.model and again.sigmas_for(2) == loaded.sigmas_for(2)
+    assert torch.equal(again.decode(mel, steps=2, generator=gen()), loaded.decode(mel, steps=2, generator=gen()))
+
+
+def test_vocoder_spec_is_checked(voc):
+    from cmaudio.generator import InferenceSpec
+
+    cfg = replace(Config(), model={"size": "tiny", "sigma_data": SD})
+    with pytest.raises(TypeError, match="InferenceSpec"):
+        Vocoder(voc.model, cfg)  # a training Config is not a spec
+    with pytest.raises(ConfigError, match="sigma_data"):
+        Vocoder(voc.model, InferenceSpec.from_config(cfg, sigma_data=2 * SD))
+    with pytest.raises(ConfigError, match="sigma_data > 0"):
+        InferenceSpec.from_config(replace(cfg, model={"sigma_data": None}))
+    with pytest.raises(ConfigError, match="strictly decreasing"):
+        InferenceSpec.from_config(cfg, default_sigmas={2: [0.3, 1.5]})
+    mel_spec = InferenceSpec.from_config(replace(cfg, model={"domain": "mel"}))
+    with pytest.raises(CheckpointError, match="MelDecoder"):
+        Vocoder(voc.model, mel_spec)
+
+
+def test_evaluate_refuses_a_split_rule_a_vocoder_does_not_record(voc):
+    from cmaudio.build import build_generator
+    from cmaudio.evaluate import held_out_utterances
+
+    bare = Vocoder(build_generator(voc.spec), voc.spec)
+    root = str(REPO / "egs" / "mini" / "data" / "ljspeech_mini")
+    with pytest.raises(DataError, match="--split all"):
+        held_out_utterances(bare, root, "ljspeech", split="val")
+    assert len(held_out_utterances(bare, root, "ljspeech", split="all")) == len(
+        held_out_utterances(voc, root, "ljspeech", split="all"))

@@ -171,8 +171,7 @@ class MelDomain(Domain):
 
     # ------------------------------------------------------------------ validation
     def decoder(self, model: nn.Module, cfg: Config) -> "MelDecoder":
-        dec = MelDecoder(model, cfg, kind=kind_of(cfg), domain_info=self.extra_model_info(),
-                         default_sigmas={int(k): v for k, v in cfg.sampling.sigmas.items()})
+        dec = MelDecoder.from_config(model, cfg, kind=kind_of(cfg), domain_info=self.extra_model_info())
         return dec.to(next(model.parameters()).device)
 
     def val_items(self) -> list[tuple[str, np.ndarray, np.ndarray]]:

@@ -73,7 +73,7 @@ class WaveDomain(Domain):
     @torch.no_grad()
     def validate(self, model, cfg, step, out_dir, writer):
         kind = kind_of(cfg)
-        voc = Vocoder(model, cfg, kind=kind, default_sigmas={int(k): v for k, v in cfg.sampling.sigmas.items()})
+        voc = Vocoder.from_config(model, cfg, kind=kind)
         settings = [(1, "1step"), (2, "2step")] if kind == "consistency" else [(cfg.sampling.teacher_steps, "ode")]
         sr = voc.sample_rate
         scores: dict[str, list] = {}

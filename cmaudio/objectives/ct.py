@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 from typing import Optional
 
-import torch
 from torch import Tensor, nn
 
 from cmaudio.objectives.base import Objective, SampleRNG, check_choices, consistency_loss, draw_pair

@@ -43,7 +43,7 @@ fi
 if in_stage 5 "evaluate on the held-out clips"; then
   for m in cd ct; do
     run cmaudio evaluate "$data" -m "$exp/models/$m" --steps 1,2 --teacher "$exp/models/teacher" --teacher-steps 6 \
-      --baseline griffinlim --metrics "$eval_metrics" --max-seconds "$eval_seconds" -o "$exp/report_$m" --overwrite
+      --baseline griffinlim --with-default --metrics "$eval_metrics" --max-seconds "$eval_seconds" -o "$exp/report_$m" --overwrite
   done
 fi
 if in_stage 6 "vocode mels of the held-out clips"; then
