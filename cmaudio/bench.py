@@ -76,7 +76,7 @@ over ``diffwave-reference`` at 50 steps (>= 100x), when both are in the same run
 (`ratios`): every cmaudio 1-step setting's xRT over that of ``diffwave-reference`` at 50 steps
 and of ``vocos``, in the same run (the only comparison that holds on a shared machine).
 
-Imports: nets, models, param, sampling, features, errors, io. No typer.
+Imports: nets, models, param, sampling, features, errors, io, vocoder (the shipped default row). No typer.
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ from cmaudio.models import ConsistencyModel, Denoiser
 from cmaudio.nets import DIFFWAVE_PRESETS, FRAMENET_PRESETS, UNET_PRESETS, build_net, count_parameters, flops_per_second
 from cmaudio.param import KarrasParam
 from cmaudio.sampling import consistency_sample, ode_sample, teacher_sigmas
+from cmaudio.vocoder import DEFAULT_MODEL_DIR, Vocoder
 
 __all__ = [
     "BENCH_PARAM",
@@ -506,8 +507,6 @@ def _bench_default(run: _Runner, batch_sizes, steps: Sequence[int], seconds: flo
     """``cmaudio-default``: the vocoder shipped in the package (what `cmaudio vocode` runs), its own weights,
     network options (e.g. FrameNet's Griffin-Lim prior) and default sigmas. Skipped when none is installed
     or its preset is not the bench's hifigan mel."""
-    from cmaudio.vocoder import DEFAULT_MODEL_DIR, Vocoder
-
     if not (DEFAULT_MODEL_DIR / "config.json").is_file():
         return
     mem = _MemProbe(run.device)

@@ -427,7 +427,7 @@ def logmel_l1(ref, est, sr: int) -> float:
     import torch
 
     r, e, sr = _prepare(ref, est, sr)
-    from cmaudio.features import MelSpectrogram  # lazy: features is owned elsewhere
+    from cmaudio.features import MelSpectrogram  # here, with torch: `import cmaudio.metrics` stays torch-free
 
     mel = MelSpectrogram("hifigan")
     target = _preset_sample_rate(mel)
