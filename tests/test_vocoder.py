@@ -579,3 +579,23 @@ def test_evaluate_refuses_a_split_rule_a_vocoder_does_not_record(voc):
         held_out_utterances(bare, root, "ljspeech", split="val")
     assert len(held_out_utterances(bare, root, "ljspeech", split="all")) == len(
         held_out_utterances(voc, root, "ljspeech", split="all"))
+
+
+def test_a_model_trained_elsewhere_ships_through_a_hand_written_spec(tmp_path):
+    """README, 'Library use': a ConsistencyModel built with build_net + a hand-written InferenceSpec saves as a
+    model directory that loads back to the same vocoder (network rebuilt from the spec alone)."""
+    from cmaudio import ConsistencyModel, InferenceSpec, KarrasParam
+    from cmaudio.config import ModelConfig
+    from cmaudio.nets import build_net
+
+    net = build_net("framenet", domain="wave", in_channels=1, cond_channels=80, size="tiny", hop=256)
+    model = randomize(ConsistencyModel(net, KarrasParam(sigma_min=2e-4, sigma_max=1.6, sigma_data=SD),
+                                       cond_channels=80, cond_hop=256), 0)
+    spec = InferenceSpec(kind="consistency", preset="hifigan", default_sigmas={2: (1.6, 0.6)},
+                         model=ModelConfig(net="framenet", size="tiny", sigma_min=2e-4, sigma_max=1.6, sigma_data=SD))
+    voc = Vocoder(model, spec)
+    voc.save_pretrained(tmp_path / "mine")
+    again = Vocoder.from_pretrained(tmp_path / "mine")
+    assert again.sigmas_for(2) == (1.6, 0.6) and again.spec.model.net == "framenet"
+    mel = rand_mel(1, 16)
+    assert torch.equal(again.decode(mel, steps=2, generator=gen()), voc.decode(mel, steps=2, generator=gen()))
