@@ -389,13 +389,13 @@ class ModelDirInfo:
 
     @property
     def domain(self) -> str:
-        """'wave' (a vocoder) or 'mel' (a mel decoder)."""
-        return self.config.model.domain
+        """'wave' (a vocoder) or 'mel' (a mel decoder): the spec's."""
+        return self.spec.domain
 
     @property
     def cond_channels(self) -> Optional[int]:
-        """Width of the network's cond when the domain recorded one (mel decoders), else None."""
-        return self.domain_info.get("cond_channels")
+        """Width of the network's cond when the domain recorded one (mel decoders), else None: the spec's."""
+        return self.spec.cond_channels
 
     @property
     def spec(self) -> InferenceSpec:

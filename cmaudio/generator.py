@@ -148,7 +148,8 @@ def check_sigmas(sigmas: Any, *, sigma_min: float, sigma_max: Optional[float]) -
 class GeneratorDefaults:
     """Shared by Vocoder and MelDecoder: rate/hop from the owned features, device, sigma defaults.
 
-    Needs `spec` (InferenceSpec), `features` (MelSpectrogram) and `model` (parameterized network).
+    Needs `spec` (InferenceSpec), `features` (MelSpectrogram) and `model` (parameterized network); gives
+    sample_rate, hop_length, n_mels, preset, device, kind, default_sigmas and sigmas_for.
     """
 
     @property
@@ -158,6 +159,15 @@ class GeneratorDefaults:
     @property
     def hop_length(self) -> int:
         return self.features.hop_length
+
+    @property
+    def n_mels(self) -> int:
+        return self.features.n_mels
+
+    @property
+    def preset(self) -> str:
+        """The mel convention's name (cmaudio.features.PRESETS)."""
+        return self.features.preset.name
 
     @property
     def device(self) -> torch.device:

@@ -151,16 +151,8 @@ class MelDecoder(GeneratorDefaults, nn.Module):
 
     # ------------------------------------------------------------------ properties
     @property
-    def n_mels(self) -> int:
-        return self.features.n_mels
-
-    @property
     def cond_channels(self) -> int:
         return int(self.model.cond_channels)
-
-    @property
-    def preset(self) -> str:
-        return self.features.preset.name
 
     def model_info(self) -> dict[str, Any]:
         """The domain_info of this decoder (as written to config.json)."""

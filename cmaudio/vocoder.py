@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from cmaudio import checkpoint as ckpt
-from cmaudio.build import build_generator, build_model, make_param
+from cmaudio.build import build_generator
 from cmaudio.config import Config
 from cmaudio.errors import CheckpointError, DataError
 from cmaudio.features import MelSpectrogram, can_convert, convert, get_preset
@@ -163,14 +163,6 @@ class Vocoder(GeneratorDefaults, nn.Module):
         self.model.eval()
 
     # ------------------------------------------------------------------ properties
-    @property
-    def n_mels(self) -> int:
-        return self.features.n_mels
-
-    @property
-    def preset(self) -> str:
-        return self.features.preset.name
-
     def nfe(self, steps: int) -> int:
         """Network evaluations of decode(steps), from the samplers: len(sigmas) for a consistency model
         (CM Alg. 1), `sampling.ode_nfe` (counted: 2 steps + 1 with Heun and the final step to 0) for a teacher."""
@@ -345,12 +337,4 @@ class Vocoder(GeneratorDefaults, nn.Module):
         return out[0, 0, :T].clamp(-1, 1)
 
 
-def vocoder_from_state(cfg: Config, sigma_data: float, kind: str, weights: dict, default_sigmas=None) -> Vocoder:
-    """Build a Vocoder around given weights of a run trained by `cfg` (used by export and validation)."""
-    model = build_model(cfg, sigma_data, kind)
-    ckpt.load_state_into(model, weights, "weights")
-    return Vocoder.from_config(model, cfg, kind=kind, default_sigmas=default_sigmas)
-
-
-__all__ = ["Vocoder", "Chunked", "DEFAULT_MODEL_DIR", "InferenceSpec", "make_param", "vocoder_from_state",
-           "check_steps", "check_sigmas"]
+__all__ = ["Vocoder", "Chunked", "DEFAULT_MODEL_DIR"]
