@@ -6,7 +6,8 @@
   Vocoder and MelDecoder facades are built from.
 - `load_teacher(cfg)`: the CD teacher from `objective.teacher`: a cmaudio training run
   directory, a cmaudio model directory, or a checkpoint of the reference DiffWave.
-- `build_objective(cfg, model, teacher)`: DSM / CD / CT / iCT with the configured distance.
+- `build_objective(cfg, model, teacher)`: DSM / CD / CT / iCT with the configured distance and extras
+  (reconstruction; the adversarial term of `build_adversarial`).
 
 Imports: config, generator, param, models, nets, features, baselines, objectives, checkpoint, diffwave_ref.
 """
@@ -29,7 +30,8 @@ from cmaudio.features import MelSpectrogram, get_preset
 from cmaudio.generator import InferenceSpec
 from cmaudio.models import ConsistencyModel, Denoiser
 from cmaudio.nets import build_net
-from cmaudio.objectives import CDObjective, CTObjective, DSMObjective, build_distance
+from cmaudio.nets.discriminators import MultiDiscriminator
+from cmaudio.objectives import AdversarialTerm, CDObjective, CTObjective, DSMObjective, build_distance
 from cmaudio.param import KarrasParam
 
 
@@ -187,10 +189,22 @@ def build_objective(cfg: Config, model: nn.Module, teacher: Optional[nn.Module] 
     recon = distance_of(o.recon) if any(w > 0 for w in o.recon.values()) else None
     objective = _consistency_objective(cfg, model, teacher, distance)
     try:
-        objective.set_extras(recon=recon, consistency_weight=o.consistency_weight)
+        objective.set_extras(recon=recon, consistency_weight=o.consistency_weight,
+                             adversarial=build_adversarial(cfg))
     except ValueError as e:
         raise ConfigError(f"objective: {e}") from None
     return objective
+
+
+def build_adversarial(cfg: Config) -> Optional[AdversarialTerm]:
+    """The adversarial extra of `cfg` (None when objective.adversarial is 0): MPD + MRD discriminators
+    (nets.discriminators) inside objectives.adversarial.AdversarialTerm."""
+    o = cfg.objective
+    if not o.adversarial > 0:
+        return None
+    disc = MultiDiscriminator(o.adv_periods, o.adv_resolutions, period_width=o.adv_period_width,
+                              resolution_width=o.adv_resolution_width)
+    return AdversarialTerm(disc, weight=o.adversarial, feature_matching=o.feature_matching)
 
 
 def _consistency_objective(cfg: Config, model: nn.Module, teacher: Optional[nn.Module], distance: nn.Module):

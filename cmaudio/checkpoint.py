@@ -5,6 +5,7 @@ Training checkpoints live in ``RUN_DIR/checkpoints/step_XXXXXXXX/``:
     model.safetensors            online weights
     ema_<rate>.safetensors       inference EMAs (one file per rate)
     target.safetensors           the CD/CT target network (absent for iCT and DSM)
+    adversary.safetensors        the discriminators of the adversarial extra (only with it)
     state.pt                     optimizer, LR scheduler, RNG states, counters (tensors and
                                  plain containers only; read with torch.load(weights_only=True))
     meta.json                    step, kind, config, sigma_data, domain_info, git commit, EMA
@@ -58,6 +59,7 @@ from cmaudio.io import atomic_path, fsync_dir, write_text_atomic
 
 CKPT_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
+ADVERSARY_FILE = "adversary.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT = "cmaudio-model"
 FORMAT_VERSION = 1
@@ -156,6 +158,7 @@ def save_checkpoint(
     meta: dict[str, Any],
     keep_last: int = 3,
     warn=None,
+    adversary: Optional[dict[str, Tensor]] = None,
 ) -> Path:
     """Write checkpoint `step` atomically under run_dir/checkpoints and prune to the last `keep_last` intact ones."""
     root = Path(run_dir) / CKPT_DIR
@@ -172,6 +175,8 @@ def save_checkpoint(
             save_weights(tmp / ema_file(rate), sd)
         if target:
             save_weights(tmp / "target.safetensors", target)
+        if adversary:
+            save_weights(tmp / ADVERSARY_FILE, adversary)
         with atomic_path(tmp / "state.pt", suffix=".pt") as p:
             torch.save(state, p)
         for f in sorted(tmp.iterdir()):

@@ -100,6 +100,17 @@ class ObjectiveConfig:
     consistency_weight: float = 1.0  # weight of the consistency term lambda d(f(x_{n+1}), f-(x_n)); 0 = extras only
     recon: dict[str, float] = field(default_factory=dict)  # reconstruction terms d(f(x_{n+1}), x) against the
     # clean crop, {name: weight} with the names of `distance` (WaveFM's auxiliary MR-STFT loss, CTM's DSM term)
+    # the adversarial extra (waveforms; objectives.adversarial, nets.discriminators): HiFi-GAN's LSGAN generator
+    # term with weight `adversarial` (0 = off) and its feature matching with weight `feature_matching`, against
+    # MPD sub-discriminators of the given periods and MRD ones of the given STFT sizes, trained by their own AdamW
+    adversarial: float = 0.0
+    feature_matching: float = 0.0
+    adv_periods: tuple[int, ...] = (2, 3, 5, 7, 11)
+    adv_resolutions: tuple[int, ...] = (512, 1024, 2048)
+    adv_period_width: int = 8  # MPD channels (w, 4w, 16w, 32w, 32w): HiFi-GAN's are w = 32
+    adv_resolution_width: int = 16  # MRD channels: Vocos uses 32, 3x the CPU cost
+    adv_lr: float = 0.0002  # the discriminators' AdamW learning rate (constant)
+    adv_betas: tuple[float, float] = (0.8, 0.99)  # HiFi-GAN's
     mrstft_fft_sizes: tuple[int, ...] = (512, 1024, 2048)
     mrstft_hop_sizes: tuple[int, ...] = (128, 256, 512)
     mrstft_win_lengths: tuple[int, ...] = (512, 1024, 2048)
@@ -244,8 +255,26 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"objective.recon.{name} must be a finite weight >= 0 (got {w})")
     if not (o.consistency_weight >= 0 and o.consistency_weight < float("inf")):
         raise ConfigError(f"objective.consistency_weight must be finite and >= 0 (got {o.consistency_weight})")
-    if o.consistency_weight == 0 and not any(w > 0 for w in o.recon.values()) and o.kind != "dsm":
+    if o.consistency_weight == 0 and not any(w > 0 for w in o.recon.values()) and o.adversarial == 0 and o.kind != "dsm":
         raise ConfigError("objective.consistency_weight is 0 and objective.recon is empty: nothing would be trained")
+    if o.adversarial < 0 or o.feature_matching < 0:
+        raise ConfigError(f"objective.adversarial and objective.feature_matching must be >= 0 "
+                          f"(got {o.adversarial}, {o.feature_matching})")
+    if o.feature_matching > 0 and o.adversarial == 0:
+        raise ConfigError("objective.feature_matching needs objective.adversarial > 0 (it matches the features of "
+                          "the discriminators that term trains)")
+    if o.adversarial > 0:
+        if m.domain != "wave":
+            raise ConfigError("objective.adversarial is for waveform models (model.domain wave)")
+        if not o.adv_periods and not o.adv_resolutions:
+            raise ConfigError("objective.adversarial needs at least one of objective.adv_periods / adv_resolutions")
+        if any(p < 1 for p in o.adv_periods) or any(n < 16 for n in o.adv_resolutions):
+            raise ConfigError(f"objective.adv_periods must be >= 1 and adv_resolutions >= 16 "
+                              f"(got {list(o.adv_periods)}, {list(o.adv_resolutions)})")
+        if o.adv_period_width < 1 or o.adv_resolution_width < 1:
+            raise ConfigError("objective.adv_period_width and adv_resolution_width must be >= 1")
+        if not o.adv_lr > 0 or not all(0 <= b < 1 for b in o.adv_betas):
+            raise ConfigError(f"objective.adv_lr must be > 0 and adv_betas in [0, 1) (got {o.adv_lr}, {list(o.adv_betas)})")
     if o.num_scales < 2:
         raise ConfigError(f"objective.num_scales must be >= 2 (got {o.num_scales})")
     if not 0 <= o.target_ema < 1:
@@ -283,6 +312,7 @@ _OBJECTIVE_FIELDS = {  # objective field -> the kinds that read it
     "teacher": ("cd",), "teacher_format": ("cd",), "teacher_ema": ("cd",), "solver": ("cd",),
     "target_ema": ("cd",), "num_scales": ("cd",),
     "recon": ("cd", "ct", "ict"), "consistency_weight": ("cd", "ct", "ict"),
+    "adversarial": ("cd", "ct", "ict"), "feature_matching": ("cd", "ct", "ict"),
 }
 # Not checked: the CT curriculum (s0, s1, mu0, total_steps) and the distance options, which recipes set in
 # a base that `--set objective.kind=...` switches away from (recipes/_mel.yaml sets s0/s1 for every kind).

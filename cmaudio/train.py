@@ -6,7 +6,12 @@ Config and runs:
     for each step k:  for each micro-batch: loss, logs = objective(x, cond, seeds=..., step=k)
                       (loss / accum).backward()
                       skip the step if the loss or the gradient is not finite (counted)
-                      clip, AdamW step, LR schedule, objective.after_step(k + 1), inference EMAs
+                      clip, AdamW step, LR schedule, [discriminator step], objective.after_step(k + 1),
+                      inference EMAs
+
+With the adversarial extra (objective.adversarial > 0) the objective's discriminators get their own
+AdamW, stepped right after each generator step on the outputs that step was judged on; their weights
+and optimizer are part of every checkpoint (adversary.safetensors, state.pt), so resume stays exact.
 
 It never branches on the objective kind: the objective owns its target network and teacher.
 The data domain (waveforms vs mel-spectrograms) is a `Domain` object (cmaudio.domains) that turns
@@ -214,6 +219,9 @@ def train(
             )
     elif cfg.model.sigma_data is not None:
         sigma_data = float(cfg.model.sigma_data)
+    elif t.init_from:  # fine-tuning: the weights were trained for their own sigma_data, keep it
+        sigma_data = init_sigma_data(Path(t.init_from))
+        say_main(f"sigma_data from train.init_from: {sigma_data:.5f}")
     else:
         sigma_data = domain.sigma_data()
         say_main(f"sigma_data estimated from the training data: {sigma_data:.5f}")
@@ -236,6 +244,11 @@ def train(
     emas = {float(r): copy.deepcopy(model).requires_grad_(False).eval() for r in t.ema_rates}
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, cfg))
+    # the adversarial extra's discriminators: their own optimizer, one step after each generator step
+    adversary = getattr(objective, "adversarial", None)
+    opt_d = None
+    if adversary is not None:
+        opt_d = torch.optim.AdamW(adversary.disc.parameters(), lr=cfg.objective.adv_lr, betas=cfg.objective.adv_betas)
 
     step, skipped, consecutive_bad = 0, 0, 0
     if start_ckpt is not None:
@@ -247,6 +260,13 @@ def train(
         tgt = start_ckpt / "target.safetensors"
         objective.load_target_state(ckpt.load_weights(tgt, device) if tgt.is_file() else {})
         state = start_state
+        if adversary is not None:
+            adv_file = start_ckpt / ckpt.ADVERSARY_FILE
+            if adv_file.is_file() and "adversary_optimizer" in state:
+                ckpt.load_state_into(adversary.disc, ckpt.load_weights(adv_file, device), f"{start_ckpt}/{adv_file.name}")
+                opt_d.load_state_dict(state["adversary_optimizer"])
+            else:  # a run continued with the term switched on: the discriminators start afresh
+                say_main(f"{start_ckpt} has no discriminators; the adversarial term starts with new ones")
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"], device)
@@ -276,10 +296,13 @@ def train(
             return None
         state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(device),
                  "step": at_step, "skipped": skipped}
+        if opt_d is not None:
+            state["adversary_optimizer"] = opt_d.state_dict()
         return ckpt.save_checkpoint(run_dir, at_step, model=model.state_dict(),
                                     emas={r: m.state_dict() for r, m in emas.items()},
                                     target=objective.target_state(), state=state, meta=base_meta,
-                                    keep_last=t.keep_last, warn=say_main)
+                                    keep_last=t.keep_last, warn=say_main,
+                                    adversary=adversary.disc.state_dict() if adversary is not None else None)
 
     stop = {"signal": None}
 
@@ -330,6 +353,8 @@ def train(
                 skipped += 1
                 consecutive_bad += 1
                 opt.zero_grad(set_to_none=True)
+                if adversary is not None:
+                    adversary.forget()
                 if consecutive_bad >= t.max_nonfinite:
                     last_ckpt = save(step)
                     raise TrainingError(
@@ -340,6 +365,11 @@ def train(
             consecutive_bad = 0
             opt.step()
             sched.step()
+            if adversary is not None:
+                for k, v in discriminator_step(adversary, opt_d, dinfo.world).items():
+                    acc = log_acc.setdefault(k, [0.0, 0])
+                    acc[0] += v
+                    acc[1] += 1
             step += 1
             objective.after_step(step)
             for r, m in emas.items():
@@ -402,6 +432,34 @@ def train(
         say_main(f"done: {step} steps in {seconds:.1f} s ({done / busy:.2f} steps/s, {done * t.batch_size / busy:.1f} "
                  f"samples/s, validation {val_time:.1f} s), loss {last_loss:.4g}, skipped {skipped}; {vs}; run dir {run_dir}")
     return TrainResult(run_dir, step, last_loss, skipped, seconds, last_ckpt, val_scores)
+
+
+def discriminator_step(adversary, opt_d: torch.optim.Optimizer, world: int) -> dict[str, float]:
+    """One AdamW step of the adversarial extra's discriminators on the outputs the generator step just used
+    (objectives.adversarial): L_D, its gradient averaged over processes, a non-finite one skipped. -> logs."""
+    opt_d.zero_grad(set_to_none=True)
+    loss_d, logs = adversary.discriminator_loss()
+    loss_d.backward()
+    params = [p for p in adversary.disc.parameters() if p.grad is not None]
+    if world > 1:
+        for p in params:
+            dist.all_reduce(p.grad)
+            p.grad /= world
+    if all(bool(torch.isfinite(p.grad).all()) for p in params):
+        opt_d.step()
+    opt_d.zero_grad(set_to_none=True)
+    return {k: float(v) for k, v in logs.items()}
+
+
+def init_sigma_data(source: Path) -> float:
+    """sigma_data of the fine-tuning start weights (a model directory or a run): the scalings c_in, c_skip and
+    c_out the weights were trained with. Estimating it afresh on the new data would silently change them."""
+    if not source.exists():
+        raise ConfigError(f"train.init_from not found: {source}")
+    info = ckpt.read_source_info(source)
+    if info is None:
+        raise ConfigError(f"train.init_from {source} is neither a model directory nor a run with a checkpoint")
+    return float(info.sigma_data)
 
 
 def init_weights(model: nn.Module, source: Path) -> None:

@@ -4,8 +4,10 @@
 - CDObjective: consistency distillation from a teacher denoiser.
 - CTObjective: consistency training, variants 'ct' (Song et al. 2023) and 'ict' (Song & Dhariwal 2023).
 - distances: l2, l1, pseudo_huber, mrstft and weighted sums.
+- adversarial: AdversarialTerm, the optional LSGAN + feature-matching extra of CD/CT (HiFi-GAN's losses).
 """
 
+from cmaudio.objectives.adversarial import AdversarialTerm
 from cmaudio.objectives.base import Objective, SampleRNG
 from cmaudio.objectives.cd import CDObjective
 from cmaudio.objectives.ct import CTObjective
@@ -13,6 +15,7 @@ from cmaudio.objectives.distances import L1, L2, MRSTFT, CombinedDistance, MelL1
 from cmaudio.objectives.dsm import DSMObjective
 
 __all__ = [
+    "AdversarialTerm",
     "Objective",
     "SampleRNG",
     "DSMObjective",

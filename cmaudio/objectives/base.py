@@ -115,10 +115,11 @@ def consistency_loss(objective: "Objective", target_net, x_hi: Tensor, s_hi: Ten
     and 10), with the same dropout masks for the online and the target network and no gradient
     through the target; lambda = 1 ('uniform') or 1/(sigma_{n+1} - sigma_n) ('ict').
 
-    extras (objective.recon, objective.consistency_weight): loss = w_c * consistency + recon(f_theta(x_{n+1}), x0),
-    a reconstruction of the clean crop x0 from the same online output (WaveFM's auxiliary loss, CTM's
-    DSM-like term). With recon None and w_c = 1 (the defaults) the loss is exactly the paper's, and
-    with w_c = 0 the target network is not even run. Returns (scalar loss, logs: the terms and the
+    extras (objective.recon, objective.consistency_weight, objective.adversarial): loss = w_c * consistency
+    + recon(f_theta(x_{n+1}), x0) + adversarial(f_theta(x_{n+1}), x0): a reconstruction of the clean crop x0 from
+    the same online output (WaveFM's auxiliary loss, CTM's DSM-like term) and HiFi-GAN's LSGAN + feature
+    matching terms (objectives.adversarial). With recon and adversarial None and w_c = 1 (the defaults) the loss
+    is exactly the paper's, and with w_c = 0 the target network is not even run. Returns (scalar loss, logs: the terms and the
     per-item loss by decade of sigma_{n+1}, see sigma_bucket_logs).
     """
     w_c = float(getattr(objective, "consistency_weight", 1.0))
@@ -141,6 +142,13 @@ def consistency_loss(objective: "Objective", target_net, x_hi: Tensor, s_hi: Ten
         rec = recon(online, x0, mask)
         per_item = per_item + rec
         logs["recon"] = rec.detach().mean()
+    adversarial = getattr(objective, "adversarial", None)
+    if adversarial is not None:
+        if x0 is None:
+            raise ValueError("an adversarial term needs the clean data x0")
+        adv, adv_logs = adversarial.generator(online, x0, mask)
+        per_item = per_item + adv
+        logs.update(adv_logs)
     logs.update(sigma_bucket_logs(s_hi, per_item))
     return per_item.mean(), logs
 
@@ -167,7 +175,9 @@ class Objective(nn.Module):
     `model` is the trainable network wrapper (Denoiser or ConsistencyModel). `online` is what
     the gradient-carrying forward pass calls; the training loop may replace it with a
     DistributedDataParallel wrapper of `model`. Frozen helpers (teacher) are not submodules,
-    so `state_dict()` of an objective holds only the model and, for CD/CT, the target network.
+    so `state_dict()` of an objective holds only the model, for CD/CT the target network, and
+    with the adversarial extra its discriminator (`adversarial.disc`, trained by the loop's own
+    optimizer from `adversarial.discriminator_loss()` after each step).
     """
 
     kind = "base"
@@ -178,15 +188,19 @@ class Objective(nn.Module):
         self.set_online(model)
         self.consistency_weight = 1.0  # CD/CT: weight of the consistency term (see consistency_loss)
         self.recon: Optional[nn.Module] = None  # CD/CT: reconstruction distance against the clean data
+        # CD/CT: objectives.adversarial.AdversarialTerm (its discriminator is trained by the loop's second optimizer)
+        self.adversarial: Optional[nn.Module] = None
 
-    def set_extras(self, *, recon: Optional[nn.Module] = None, consistency_weight: float = 1.0) -> None:
+    def set_extras(self, *, recon: Optional[nn.Module] = None, consistency_weight: float = 1.0,
+                   adversarial: Optional[nn.Module] = None) -> None:
         """CD/CT extras beside the consistency term (off by default: the paper's loss)."""
         if not (consistency_weight >= 0):
             raise ValueError(f"consistency_weight must be >= 0, got {consistency_weight}")
-        if consistency_weight == 0 and recon is None:
-            raise ValueError("consistency_weight 0 without a reconstruction term leaves nothing to train")
+        if consistency_weight == 0 and recon is None and adversarial is None:
+            raise ValueError("consistency_weight 0 without a reconstruction or adversarial term leaves nothing to train")
         self.consistency_weight = float(consistency_weight)
         self.recon = recon
+        self.adversarial = adversarial
 
     def set_online(self, module: nn.Module) -> None:
         """Use `module` (e.g. DDP(model)) for the gradient-carrying call; not registered as a submodule."""
