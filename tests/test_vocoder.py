@@ -508,7 +508,7 @@ def test_vocode_without_model_writes_beside_the_input(tmp_path):
 def test_default_model_is_a_real_vocoder_on_a_held_out_clip():
     """The shipped model's checksum matches its config.json, and its 1-step copy-synthesis of a held-out
     embedded clip (LJ001-0011, never trained on) follows the mel: log-mel L1 well below what noise or
-    silence score (~1.6-2+) and below issue 15's 0.6; measured 0.20 at release (cmaudio/pretrained/default/README.md)."""
+    silence score (~1.6-2+) and below issue 15's 0.6; measured 0.17 at release (cmaudio/pretrained/default/README.md)."""
     import json
 
     from cmaudio.checkpoint import sha256_file
