@@ -36,6 +36,18 @@ from torch.nn.utils.parametrizations import weight_norm
 LRELU_SLOPE = 0.1
 
 
+def _judge(convs: nn.ModuleList, post: nn.Module, h: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """The conv stack of a sub-discriminator: LeakyReLU after each conv, the last (post) conv linear ->
+    (logits (B, -1), feature maps of every layer, the logit map last)."""
+    fmaps = []
+    for conv in convs:
+        h = F.leaky_relu(conv(h), LRELU_SLOPE)
+        fmaps.append(h)
+    h = post(h)
+    fmaps.append(h)
+    return h.flatten(1), fmaps
+
+
 class PeriodDiscriminator(nn.Module):
     """HiFi-GAN's sub-discriminator of period p: y (B, 1, T) -> (logits (B, -1), feature maps)."""
 
@@ -58,13 +70,7 @@ class PeriodDiscriminator(nn.Module):
             y = F.pad(y, (0, pad), mode="reflect" if pad < t else "constant")
             t = y.shape[-1]
         h = y.reshape(b, c, t // self.period, self.period)
-        fmaps = []
-        for conv in self.convs:
-            h = F.leaky_relu(conv(h), LRELU_SLOPE)
-            fmaps.append(h)
-        h = self.post(h)
-        fmaps.append(h)
-        return h.flatten(1), fmaps
+        return _judge(self.convs, self.post, h)
 
 
 class ResolutionDiscriminator(nn.Module):
@@ -86,13 +92,7 @@ class ResolutionDiscriminator(nn.Module):
         spec = torch.stft(y.float().reshape(y.shape[0], -1), self.n_fft, self.hop, self.n_fft, self.window,
                           center=True, return_complex=True)
         h = spec.abs().transpose(1, 2)[:, None]  # (B, 1, frames, bins)
-        fmaps = []
-        for conv in self.convs:
-            h = F.leaky_relu(conv(h), LRELU_SLOPE)
-            fmaps.append(h)
-        h = self.post(h)
-        fmaps.append(h)
-        return h.flatten(1), fmaps
+        return _judge(self.convs, self.post, h)
 
 
 class MultiDiscriminator(nn.Module):
