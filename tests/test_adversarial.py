@@ -171,3 +171,16 @@ def test_fine_tuning_keeps_the_start_weights_sigma_data(tmp_path, capsys):
                                                    *[s for s in sys.modules["test_train"].TINY if "sigma_data" not in s]])
     with pytest.raises(ConfigError, match="not found"):
         train(bad, tmp_path / "ft2", progress=False)
+
+
+def test_switching_the_term_on_at_resume_starts_new_discriminators_and_says_so(tmp_path):
+    base = ["objective.total_steps=8", "train.ckpt_every=2"]
+    train(tiny_cfg("mini_ct.yaml", *base, "train.max_steps=2"), tmp_path / "r", progress=False)
+    said = []
+    train(tiny_cfg("mini_ct.yaml", *base, "train.max_steps=3", "objective.adversarial=1.0", *SMALL_D), tmp_path / "r",
+          resume=True, progress=False, log=said.append)
+    assert any("starts with new ones" in s for s in said)
+    assert (ckpt.latest_valid(tmp_path / "r") / ckpt.ADVERSARY_FILE).is_file()
+    # and switching it off again resumes from that checkpoint without the discriminators
+    r = train(tiny_cfg("mini_ct.yaml", *base, "train.max_steps=4"), tmp_path / "r", resume=True, progress=False)
+    assert r.step == 4 and not (ckpt.latest_valid(tmp_path / "r") / ckpt.ADVERSARY_FILE).exists()
