@@ -445,7 +445,7 @@ def discriminator_step(adversary, opt_d: torch.optim.Optimizer, world: int) -> d
         for p in params:
             dist.all_reduce(p.grad)
             p.grad /= world
-    if all(bool(torch.isfinite(p.grad).all()) for p in params):
+    if bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, float("inf")))):  # the norm, as for the generator
         opt_d.step()
     opt_d.zero_grad(set_to_none=True)
     return {k: float(v) for k, v in logs.items()}
