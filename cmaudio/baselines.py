@@ -32,11 +32,10 @@ from typing import Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from cmaudio.errors import ConfigError, DataError
-from cmaudio.features import MelPreset, _affine, _mel_filterbank, _min_samples, get_preset
+from cmaudio.features import MelPreset, PresetFraming, _affine, _mel_filterbank, _min_samples, get_preset
 
 __all__ = ["GRIFFINLIM_ITERS", "GRIFFINLIM_MOMENTUM", "mel_inverse_operator", "mel_to_magnitude", "griffinlim"]
 
@@ -130,41 +129,6 @@ def mel_inverse_operator(preset: Union[str, MelPreset], n_fft: Optional[int] = N
     return torch.from_numpy(P * gain).to(torch.float32), float(a), float(b)
 
 
-def _full_window(p: MelPreset, dtype: torch.dtype) -> Tensor:
-    """Periodic Hann window of win_length, zero-padded to n_fft and centred (as torch.stft does)."""
-    w = torch.hann_window(p.win_length, periodic=True, dtype=dtype)
-    left = (p.n_fft - p.win_length) // 2
-    return F.pad(w, (left, p.n_fft - p.win_length - left))
-
-
-def _offset(p: MelPreset) -> int:
-    """Samples of padding in front of the signal in the frame grid (pre-pad, plus n_fft//2 if centred)."""
-    return p.pre_pad + (p.n_fft // 2 if p.center else 0)
-
-
-def _analysis(y: Tensor, p: MelPreset, window: Tensor, frames: int) -> Tensor:
-    """The preset's complex STFT of y (B, L): (B, n_fft//2+1, frames) (extra frames dropped)."""
-    x = y
-    if p.pre_pad:
-        x = F.pad(x.unsqueeze(1), (p.pre_pad, p.pre_pad), mode=p.pad_mode).squeeze(1)
-    spec = torch.stft(x, n_fft=p.n_fft, hop_length=p.hop_length, win_length=p.n_fft, window=window,
-                      center=p.center, pad_mode=p.pad_mode, normalized=False, onesided=True, return_complex=True)
-    return spec[..., :frames]
-
-
-def _synthesis(spec: Tensor, p: MelPreset, window: Tensor, envelope: Tensor, length: int) -> Tensor:
-    """Least-squares inverse STFT (Griffin & Lim 1984, eq. 6) in the preset's frame grid -> (B, length)."""
-    frames = torch.fft.irfft(spec, n=p.n_fft, dim=1) * window[None, :, None]  # (B, n_fft, frames)
-    total = (spec.shape[-1] - 1) * p.hop_length + p.n_fft
-    ola = F.fold(frames, output_size=(1, total), kernel_size=(1, p.n_fft), stride=(1, p.hop_length))[:, 0, 0]
-    y = ola / envelope
-    start = _offset(p)
-    y = y[:, start : start + length]
-    if y.shape[-1] < length:
-        y = F.pad(y, (0, length - y.shape[-1]))
-    return y
-
-
 def griffinlim(
     mel,
     preset: Union[str, MelPreset] = "hifigan",
@@ -198,11 +162,7 @@ def griffinlim(
     mag = mel_to_magnitude(mel, p, method)  # (B, n_freq, frames) float64
     batch, _, frames = mag.shape
     length = frames * p.hop_length
-    window = _full_window(p, torch.float64)
-    total = (frames - 1) * p.hop_length + p.n_fft
-    envelope = F.fold(window.pow(2)[None, :, None].expand(1, p.n_fft, frames).contiguous(), output_size=(1, total),
-                      kernel_size=(1, p.n_fft), stride=(1, p.hop_length))[:, 0, 0]
-    envelope = torch.where(envelope > 1e-11, envelope, torch.ones_like(envelope))  # only outside the kept span
+    framing = PresetFraming(p, frames, torch.float64)
     if length < _min_samples(p):
         raise DataError(f"griffinlim: {frames} frame(s) are too few for the {p.name!r} framing")
     g = generator if generator is not None else torch.Generator().manual_seed(int(seed))
@@ -212,9 +172,9 @@ def griffinlim(
     beta = float(momentum) / (1.0 + float(momentum))
     for _ in range(int(n_iter)):
         previous = rebuilt
-        y = _synthesis(mag * angles, p, window, envelope, length)
-        rebuilt = _analysis(y, p, window, frames)
+        y = framing.synthesis(mag * angles, length)
+        rebuilt = framing.analysis(y)
         angles = rebuilt - beta * previous
         angles = angles / (angles.abs() + 1e-16)
-    y = _synthesis(mag * angles, p, window, envelope, length)
+    y = framing.synthesis(mag * angles, length)
     return y.clamp(-1.0, 1.0).to(torch.float32)

@@ -111,6 +111,7 @@ __all__ = [
     "PRESETS",
     "get_preset",
     "MelSpectrogram",
+    "PresetFraming",
     "can_convert",
     "convert",
     "ln_to_log10",
@@ -592,9 +593,16 @@ class MelSpectrogram(nn.Module):
                 onesided=True,
                 return_complex=True,
             )  # (B, n_fft//2+1, frames)
+            return self.from_spectrum(spec)
+
+    def from_spectrum(self, spec: Tensor) -> Tensor:
+        """Stages 2-5 on the preset's complex STFT (B, n_fft//2+1, frames), e.g. `PresetFraming.analysis`:
+        the log-mel (B, n_mels, frames) that forward gives for the signal of that STFT."""
+        p = self.preset
+        with torch.autocast(device_type=spec.device.type, enabled=False):
             if p.normalized:
                 # torchaudio normalized=True ("window"): divide by the window's L2 norm.
-                spec = spec / window.pow(2).sum().sqrt()
+                spec = spec / math.sqrt(p.win_length * 0.375)  # sum of a periodic Hann window's squares
             if p.magnitude == "abs":
                 mag = spec.abs()
             else:
@@ -603,8 +611,55 @@ class MelSpectrogram(nn.Module):
                     mag = torch.sqrt(power + p.magnitude_eps)
                 else:
                     mag = torch.sqrt(torch.clamp(power, min=p.magnitude_eps))
-            mel = torch.matmul(self.mel_basis.to(device=x.device, dtype=dtype), mag)  # (B, n_mels, frames)
+            mel = torch.matmul(self.mel_basis.to(device=mag.device, dtype=mag.dtype), mag)  # (B, n_mels, frames)
             return _log_stage(mel, p)
+
+
+class PresetFraming:
+    """A preset's complex STFT and its least-squares inverse in the preset's own frame grid (stage 1).
+
+    For a fixed number of frames: analysis(y) is the STFT `MelSpectrogram` takes magnitudes of (the
+    preset's pre-pad or centring, periodic Hann window of win_length zero-padded to n_fft, hop); and
+    synthesis(spec, length) is the least-squares inverse (Griffin & Lim 1984, eq. 6): windowed
+    overlap-add divided by the summed squared window, padding cut off, zero-padded to `length`.
+    Within the frames' span synthesis(analysis(y)) = y up to rounding.
+
+    Args: preset (name or MelPreset); frames (>= 1); dtype (float32 or float64: the window's and the
+    envelope's). Used by Griffin-Lim (cmaudio.baselines) and the mel projection (cmaudio.projection).
+    """
+
+    def __init__(self, preset: Union[str, MelPreset], frames: int, dtype: torch.dtype = torch.float64) -> None:
+        p = get_preset(preset)
+        self.preset, self.frames = p, int(frames)
+        w = torch.hann_window(p.win_length, periodic=True, dtype=dtype)
+        left = (p.n_fft - p.win_length) // 2
+        self.window = F.pad(w, (left, p.n_fft - p.win_length - left))  # centred in n_fft, as torch.stft does
+        total = (self.frames - 1) * p.hop_length + p.n_fft
+        env = F.fold(self.window.pow(2)[None, :, None].expand(1, p.n_fft, self.frames).contiguous(),
+                     output_size=(1, total), kernel_size=(1, p.n_fft), stride=(1, p.hop_length))[:, 0, 0]
+        self.envelope = torch.where(env > 1e-11, env, torch.ones_like(env))  # only outside the kept span
+        self.offset = p.pre_pad + (p.n_fft // 2 if p.center else 0)  # samples in front of the signal
+
+    def analysis(self, y: Tensor) -> Tensor:
+        """y (B, L) -> (B, n_fft // 2 + 1, frames) complex (frames past `frames` dropped)."""
+        p = self.preset
+        w = self.window.to(device=y.device)
+        x = y
+        if p.pre_pad:
+            x = F.pad(x.unsqueeze(1), (p.pre_pad, p.pre_pad), mode=p.pad_mode).squeeze(1)
+        spec = torch.stft(x, n_fft=p.n_fft, hop_length=p.hop_length, win_length=p.n_fft, window=w,
+                          center=p.center, pad_mode=p.pad_mode, normalized=False, onesided=True, return_complex=True)
+        return spec[..., : self.frames]
+
+    def synthesis(self, spec: Tensor, length: int) -> Tensor:
+        """spec (B, n_fft // 2 + 1, frames) complex -> (B, length) real."""
+        p = self.preset
+        w = self.window.to(device=spec.device)
+        frames = torch.fft.irfft(spec, n=p.n_fft, dim=1) * w[None, :, None]  # (B, n_fft, frames)
+        total = (spec.shape[-1] - 1) * p.hop_length + p.n_fft
+        ola = F.fold(frames, output_size=(1, total), kernel_size=(1, p.n_fft), stride=(1, p.hop_length))[:, 0, 0]
+        y = (ola / self.envelope.to(device=spec.device))[:, self.offset : self.offset + length]
+        return F.pad(y, (0, length - y.shape[-1])) if y.shape[-1] < length else y
 
 
 def _log_stage(mel: Tensor, p: MelPreset) -> Tensor:
