@@ -104,6 +104,7 @@ from cmaudio.io import write_text_atomic
 from cmaudio.models import ConsistencyModel, Denoiser
 from cmaudio.nets import DIFFWAVE_PRESETS, FRAMENET_PRESETS, UNET_PRESETS, build_net, count_parameters, flops_per_second
 from cmaudio.param import KarrasParam
+from cmaudio.projection import band_weights, mel_projection
 from cmaudio.sampling import consistency_sample, ode_sample, teacher_sigmas
 from cmaudio.vocoder import DEFAULT_MODEL_DIR, Vocoder
 
@@ -476,9 +477,10 @@ def _setup(run: "_Runner", net_name: str, wrapper, size: str, seconds: float):
 
 
 def _time_consistency(run: _Runner, cm, mem: _MemProbe, sigmas_for, batch_sizes, steps: Sequence[int],
-                      frames: int, **fields) -> None:
+                      frames: int, after=None, **fields) -> None:
     """Time `consistency_sample` of the ConsistencyModel `cm` for every batch size and step count
-    (sigmas_for(k) -> its sigmas); `fields` go to the records (name, model, params, ...)."""
+    (sigmas_for(k) -> its sigmas), then `after(audio (B, 1, T), mel)` when given (the mel projection of a
+    shipped model), inside the timed call; `fields` go to the records (name, model, params, ...)."""
     for batch in batch_sizes:
         mel = _hifigan_mel(frames, batch, run.device)
         shape = (batch, 1, frames * HOP)
@@ -487,7 +489,8 @@ def _time_consistency(run: _Runner, cm, mem: _MemProbe, sigmas_for, batch_sizes,
             g = torch.Generator().manual_seed(0)
 
             def fn(sigmas=sigmas, g=g, mel=mel, shape=shape):
-                return consistency_sample(cm, shape, sigmas=sigmas, cond=mel, generator=g, device=run.device)
+                audio = consistency_sample(cm, shape, sigmas=sigmas, cond=mel, generator=g, device=run.device)
+                return audio if after is None else after(audio, mel)
 
             run.measure(fn, mem, (mel,), batch=batch, sample_rate=SAMPLE_RATE, sampler="consistency (CM Alg. 1)",
                         steps=k, nfe=len(sigmas), **fields)
@@ -523,7 +526,14 @@ def _bench_default(run: _Runner, batch_sizes, steps: Sequence[int], seconds: flo
     what = f"{m.net}/{m.size}" + (f" {m.frame_dim}x{m.frame_layers}" if m.net == "framenet" else "")
     if m.net == "framenet" and m.frame_prior_iters:
         what += f", Griffin-Lim prior {m.frame_prior_iters} it."
-    _time_consistency(run, model, mem, voc.sigmas_for, batch_sizes, steps, frames, name="cmaudio-default",
+    after = None
+    if voc.projection:  # what `cmaudio vocode` runs after the last step
+        what += f", mel projection {voc.projection} it."
+        iters, weights = voc.projection, band_weights(voc.features)
+
+        def after(audio, mel):
+            return mel_projection(audio[:, 0], mel, voc.features, iters, weights)
+    _time_consistency(run, model, mem, voc.sigmas_for, batch_sizes, steps, frames, after=after, name="cmaudio-default",
                       model=f"shipped default ({what}), ConsistencyModel", params=n_params, flops_per_second=fps,
                       note=f"{SAMPLE_RATE} Hz, {N_MELS}-bin {MEL_PRESET} mel, hop {HOP}; the shipped weights")
     del model, voc

@@ -407,7 +407,8 @@ class ModelDirInfo:
         """What inference needs of this record (kind, mel preset, model fields with sigma_data, default sigmas,
         domain_info), without the training sections: what Vocoder and MelDecoder are built from."""
         return InferenceSpec(kind=self.kind, preset=self.config.features.preset, model=self.config.model,
-                             default_sigmas=self.default_sigmas, domain_info=self.domain_info)
+                             default_sigmas=self.default_sigmas, domain_info=self.domain_info,
+                             projection=self.config.sampling.projection)
 
     def to_json(self) -> dict[str, Any]:
         """The config.json fields of this record (without format, format_version and sha256)."""

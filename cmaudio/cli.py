@@ -174,6 +174,8 @@ def vocode(
     model: Optional[Path] = typer.Option(None, "-m", "--model", help="model directory (default: the shipped model)"),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="output directory (default: beside each input)"),
     steps: int = typer.Option(1, "--steps", help="sampling steps (NFE for a consistency model)"),
+    projection: Optional[int] = typer.Option(None, "--projection", help="mel-projection iterations after the last "
+                                             "step (default: the model's; 0 = off)"),
     preset: Optional[str] = typer.Option(None, "--preset", help="convention of the input mels (default: the model's)"),
     layout: str = typer.Option("auto", "--layout", help="auto | mels-first | time-first"),
     seed: int = typer.Option(0, "--seed"),
@@ -191,6 +193,10 @@ def vocode(
 
     if steps < 1 or batch_size < 1:
         raise DataError("--steps and --batch-size must be >= 1")
+    if projection is not None:
+        from cmaudio.projection import check_iters
+
+        check_iters(projection, "--projection")
     if layout not in ("auto", "mels-first", "time-first"):
         raise DataError(f"--layout must be auto, mels-first or time-first (got {layout!r})")
     if preset is not None:
@@ -242,13 +248,16 @@ def vocode(
         group = groups[frames]
         for i in range(0, len(group), batch_size):
             chunk = group[i : i + batch_size]
-            audio = voc.decode(torch.cat([c[2] for c in chunk]), steps=steps, generator=gen).cpu().numpy()
+            audio = voc.decode(torch.cat([c[2] for c in chunk]), steps=steps, generator=gen,
+                               projection=projection).cpu().numpy()
             for (src, dest, _), a in zip(chunk, audio):
                 write_wav_atomic(dest, a, voc.sample_rate)
             done += len(chunk)
             bar.update(done, dest.name)
     bar.close()
-    typer.echo(f"wrote {len(jobs)} wav file(s) at {voc.sample_rate} Hz ({steps} step(s))")
+    iters = voc.projection if projection is None else projection
+    typer.echo(f"wrote {len(jobs)} wav file(s) at {voc.sample_rate} Hz ({steps} step(s), "
+               f"{f'mel projection {iters} iterations' if iters else 'no mel projection'})")
 
 
 @app.command("mel-decode")
@@ -361,6 +370,8 @@ def evaluate(
     model: Optional[Path] = typer.Option(None, "-m", "--model"),
     fmt: str = typer.Option("ljspeech", "--format"),
     steps: str = typer.Option("1,2", "--steps", help="comma-separated step counts"),
+    projection: Optional[int] = typer.Option(None, "--projection", help="mel-projection iterations of -m's rows "
+                                             "(default: the model's; 0 = off)"),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="a teacher model directory to compare"),
     teacher_steps: str = typer.Option("6,50", "--teacher-steps"),
     out: Path = typer.Option(..., "-o", "--out", help="report directory"),
@@ -398,7 +409,7 @@ def evaluate(
     res = run(str(data), model_dir=str(model) if model else None, fmt=fmt, steps=_int_list(steps, "--steps"),
               teacher_dir=str(teacher) if teacher else None, teacher_steps=_int_list(teacher_steps, "--teacher-steps"),
               out_dir=out, split=split, limit=limit, max_seconds=max_seconds, device=_device(device), seed=seed,
-              metrics=names, baselines=baselines, preset=preset, with_default=with_default)
+              metrics=names, baselines=baselines, preset=preset, with_default=with_default, projection=projection)
     from cmaudio.report import markdown_table, summarize
 
     typer.echo(markdown_table(summarize(res)))

@@ -183,6 +183,12 @@ class SamplingConfig:
     sigmas: dict[int, tuple[float, ...]] = field(default_factory=dict)  # steps -> sigma list
     teacher_steps: int = 18  # teacher ODE sampler steps for validation of dsm runs
     teacher_solver: str = "heun"
+    # mel projection iterations after the last step (vocoders only; 0 = off; cmaudio.projection)
+    projection: int = 0
+
+
+#: Most mel-projection iterations a config, a model directory or a call accepts (cmaudio.projection).
+MAX_PROJECTION_ITERS = 64
 
 
 @dataclass(frozen=True)
@@ -411,6 +417,12 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError(f"objective.teacher_ema must be in (0, 1) or null (got {o.teacher_ema})")
     if cfg.sampling.teacher_steps < 1:
         raise ConfigError(f"sampling.teacher_steps must be >= 1 (got {cfg.sampling.teacher_steps})")
+    if not 0 <= cfg.sampling.projection <= MAX_PROJECTION_ITERS:
+        raise ConfigError(f"sampling.projection must be in [0, {MAX_PROJECTION_ITERS}] iterations "
+                          f"(0 = off), got {cfg.sampling.projection}")
+    if cfg.sampling.projection and cfg.model.domain != "wave":
+        raise ConfigError("sampling.projection (the mel projection) is for vocoders (model.domain wave); "
+                          "a mel decoder's output is the mel itself")
 
 
 SECTIONS = typing.get_type_hints(Config)  # section name -> dataclass

@@ -28,6 +28,7 @@ from cmaudio.errors import ConfigError, DataError
 from cmaudio.features import MelSpectrogram, get_preset
 from cmaudio.io import write_wav_atomic
 from cmaudio.metrics import METRIC_NAMES, compute_all, require
+from cmaudio.projection import check_iters
 from cmaudio.report import write_report
 from cmaudio.vocoder import Vocoder
 
@@ -84,6 +85,7 @@ def evaluate(
     preset: Optional[str] = None,
     griffinlim_iters: Sequence[int] = GRIFFINLIM_ITERS,
     with_default: bool = False,
+    projection: Optional[int] = None,
     progress=None,
 ) -> dict:
     """Evaluate a model (and optionally a teacher and baselines) and write the report to out_dir.
@@ -98,6 +100,8 @@ def evaluate(
     on the same clips, as a reference beside `model_dir`; the clips are chosen by `model_dir`'s split, so
     use it only where the default never trained on them (its README lists its clips; the embedded
     held-out clips LJ001-0011/0017/0027 are among those it never saw).
+    ``projection``: mel-projection iterations of `model_dir`'s rows (cmaudio.projection; None: the model's
+    own, 0: off); the default model's rows keep theirs. Each model row's note says which it used.
 
     Each recording is cropped to a whole number of mel hops so that every row is scored on the same
     samples; its mel is computed once and shared by all rows, and its reference analyses (pYIN,
@@ -122,6 +126,8 @@ def evaluate(
     voc = None
     if model_dir is not None or not baselines:
         voc = Vocoder.from_pretrained(model_dir, device=device)
+        if projection is not None:
+            voc.projection = check_iters(projection, "projection")
         if preset is not None and get_preset(preset).name != voc.preset:
             raise DataError(f"--preset {preset!r} differs from the model's {voc.preset!r} mels; drop --preset "
                             "(baselines invert the model's own mel)")
@@ -150,7 +156,8 @@ def evaluate(
                  "teacher": str(teacher_dir) if teacher_dir else None, "baselines": baselines or None,
                  "default_model": bool(with_default),
                  "data": str(data_root), "format": fmt, "split": split, "utterances": len(utts), "device": device,
-                 "sample_rate": sr, "preset": mel_preset, "seed": seed},
+                 "sample_rate": sr, "preset": mel_preset, "seed": seed,
+                 "mel_projection": {fam: v.projection for fam, v, _ in models} or None},
         "settings": [],
         "ground_truth": {"audio": {}, "per_utterance": {}},
     }
@@ -196,7 +203,8 @@ def evaluate(
     for family, v, step_list in models:
         for k in step_list:
             setting = {"name": f"{family}-{k}step", "family": family, "nfe": v.nfe(k), "steps": k,
-                       "per_utterance": {}, "audio": {}}
+                       "projection": v.projection, "per_utterance": {}, "audio": {},
+                       "note": f"mel projection {v.projection} iterations" if v.projection else "no mel projection"}
             run_setting(setting, lambda i, mel, v=v, k=k: v.decode(mel.to(v.device), steps=k,
                                                                    generator=torch.Generator().manual_seed(seed + i))[0],
                         v.device)

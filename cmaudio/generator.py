@@ -2,7 +2,8 @@
 
 `InferenceSpec` is everything inference needs and nothing training does: the kind of weights, the mel
 preset (features), the network and parameterization (`model.*`, sigma_data included), the tuned default
-sigmas per step count, and what the training domain recorded (a mel decoder's statistics). A model
+sigmas per step count, the mel-projection iterations a vocoder applies after its last step (config
+sampling.projection), and what the training domain recorded (a mel decoder's statistics). A model
 directory's record gives one (`checkpoint.ModelDirInfo.spec`), a training Config another
 (`InferenceSpec.from_config`); `build.build_generator(spec)` makes the network. Training-only sections
 (data paths, devices, optimizer, objective) never reach a facade through it.
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cmaudio.config import Config, ModelConfig, from_dict, to_dict
+from cmaudio.config import MAX_PROJECTION_ITERS, Config, ModelConfig, from_dict, to_dict
 from cmaudio.errors import CheckpointError, ConfigError, DataError
 from cmaudio.features import get_preset
 from cmaudio.sampling import strictly_decreasing
@@ -44,6 +45,8 @@ class InferenceSpec:
     default_sigmas: steps -> strictly decreasing noise levels that win over the Karras grid.
     domain_info: what the training domain recorded ({} for vocoders; a mel decoder's statistics,
     cond_channels, stand-in settings).
+    projection: mel-projection iterations a vocoder applies after its last step (cmaudio.projection;
+    0 = off, at most config.MAX_PROJECTION_ITERS; config sampling.projection).
     """
 
     kind: str
@@ -51,6 +54,7 @@ class InferenceSpec:
     model: ModelConfig
     default_sigmas: Mapping[int, tuple[float, ...]] = field(default_factory=dict)
     domain_info: Mapping[str, Any] = field(default_factory=dict)
+    projection: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -67,6 +71,12 @@ class InferenceSpec:
             sig[int(k)] = vals
         object.__setattr__(self, "default_sigmas", sig)
         object.__setattr__(self, "domain_info", dict(self.domain_info or {}))
+        pr = self.projection
+        if isinstance(pr, bool) or not isinstance(pr, int) or not 0 <= pr <= MAX_PROJECTION_ITERS:
+            raise ConfigError(f"projection must be a whole number of iterations in [0, {MAX_PROJECTION_ITERS}] "
+                              f"(0 = off), got {pr!r}")
+        if pr and self.model.domain != "wave":
+            raise ConfigError("the mel projection is for vocoders (model.domain wave), not mel decoders")
 
     @property
     def domain(self) -> str:
@@ -95,7 +105,7 @@ class InferenceSpec:
         kind = kind or ("denoiser" if cfg.objective.kind == "dsm" else "consistency")
         sig = cfg.sampling.sigmas if default_sigmas is None else default_sigmas
         return cls(kind=kind, preset=cfg.features.preset, model=model, default_sigmas=sig,
-                   domain_info=domain_info or {})
+                   domain_info=domain_info or {}, projection=cfg.sampling.projection)
 
     def to_config(self) -> Config:
         """A Config that holds this spec (features, model, sampling.sigmas; objective.kind ict or dsm from kind;
@@ -107,7 +117,7 @@ class InferenceSpec:
             "features": {"preset": self.preset},
             "model": to_dict(Config(model=self.model))["model"],
             "objective": {"kind": "dsm" if self.kind == "denoiser" else "ict"},
-            "sampling": {"sigmas": {k: list(v) for k, v in self.default_sigmas.items()}},
+            "sampling": {"sigmas": {k: list(v) for k, v in self.default_sigmas.items()}, "projection": self.projection},
         }, source="InferenceSpec")
 
 

@@ -15,10 +15,15 @@ context of at least the network's receptive field on both sides, and neighbourin
 cross-faded over a few frames where both are exact, so chunked audio equals unchunked audio away
 from the seams up to float rounding, at bounded memory. The noise is drawn for the whole signal
 first, so chunking never changes which noise a sample sees.
+
+After the last step, `projection` iterations of the mel projection (cmaudio.projection) pull the
+output's spectral envelope onto the input mel, on the whole signal at once (it is local in time, so
+chunking does not change it); the model directory records how many (config sampling.projection).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -29,10 +34,11 @@ from torch import Tensor, nn
 
 from cmaudio import checkpoint as ckpt
 from cmaudio.build import build_generator
-from cmaudio.config import Config
+from cmaudio.config import Config, replace
 from cmaudio.errors import CheckpointError, DataError
 from cmaudio.features import MelSpectrogram, can_convert, convert, get_preset
 from cmaudio.generator import GeneratorDefaults, InferenceSpec, check_sigmas, check_steps
+from cmaudio.projection import check_iters, mel_projection
 from cmaudio.sampling import (bandwidth_extension, consistency_sample, inpaint, ode_nfe, ode_sample, teacher_sigmas)
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "default"
@@ -170,6 +176,16 @@ class Vocoder(GeneratorDefaults, nn.Module):
             return len(self.sigmas_for(steps))
         return ode_nfe(teacher_sigmas(self.model.param, steps))
 
+    @property
+    def projection(self) -> int:
+        """Mel-projection iterations `decode` applies after the last step (cmaudio.projection; 0 = off): the
+        spec's, from the model directory or the recipe's sampling.projection; assigning replaces it."""
+        return self.spec.projection
+
+    @projection.setter
+    def projection(self, iters: int) -> None:
+        self.spec = dataclasses.replace(self.spec, projection=check_iters(iters))
+
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, model_dir: Optional[str | Path] = None, device: str | torch.device = "cpu") -> "Vocoder":
@@ -191,6 +207,8 @@ class Vocoder(GeneratorDefaults, nn.Module):
         """Write config.json + model.safetensors (this vocoder's current weights)."""
         sigmas = {k: self.sigmas_for(k) for k in (1, 2, 3, 4)} if self.kind == "consistency" else {}
         config = self.config if self.config is not None else self.spec.to_config()
+        if config.sampling.projection != self.projection:  # the current default wins over the training recipe's
+            config = replace(config, sampling={"projection": self.projection})
         info = ckpt.ModelDirInfo(kind=self.kind, config=config, sigma_data=self.spec.sigma_data,
                                  domain_info=self.spec.domain_info, default_sigmas=sigmas, extra=extra or {})
         ckpt.save_model_dir(Path(model_dir), weights=self.model.state_dict(), info=info)
@@ -253,12 +271,16 @@ class Vocoder(GeneratorDefaults, nn.Module):
         generator: Optional[torch.Generator] = None,
         *,
         clamp: bool = True,
+        projection: Optional[int] = None,
     ) -> Tensor:
         """mel (B, n_mels, frames) or (n_mels, frames) in this preset -> audio (B, frames * hop).
 
         steps: consistency steps (NFE = steps) or, for a teacher, Heun ODE steps. sigmas
-        overrides the noise levels (decreasing). Audio is clamped to [-1, 1] unless clamp=False.
+        overrides the noise levels (decreasing). projection: mel-projection iterations after the last
+        step (cmaudio.projection; None: this vocoder's `projection`; 0: off). Audio is clamped to
+        [-1, 1] unless clamp=False.
         """
+        iters = self.projection if projection is None else check_iters(projection)
         x = mel_input(mel)  # one set of checks for every layout, container and dtype
         m = x if (isinstance(x, Tensor) and x.ndim == 3 and x.shape[1] == self.n_mels) else self.prepare_mel(x)
         m = m.to(self.device, torch.float32)
@@ -276,7 +298,7 @@ class Vocoder(GeneratorDefaults, nn.Module):
         else:
             s = list(sigmas) if sigmas is not None else teacher_sigmas(self.model.param, steps)
             audio = ode_sample(fn, shape, sigmas=s, cond=m, generator=generator, device=self.device)
-        audio = audio[:, 0]
+        audio = mel_projection(audio[:, 0], m, self.features, iters)
         return audio.clamp(-1.0, 1.0) if clamp else audio
 
     def forward(self, audio: Tensor | np.ndarray, steps: int = 1, generator: Optional[torch.Generator] = None) -> Tensor:

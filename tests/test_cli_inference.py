@@ -337,6 +337,8 @@ BAD_OPTIONS = {
     "steps": (["--steps", "0"], ["--steps"]),
     "batch_size": (["--batch-size", "0"], ["--batch-size"]),
     "layout": (["--layout", "sideways"], ["--layout"]),
+    "projection": (["--projection", "-1"], ["--projection", "0 = off"]),
+    "projection_big": (["--projection", "65"], ["--projection"]),
     "device": (["--device", "cuda"], ["cuda"]),  # tests run with CUDA hidden (conftest)
     "device_name": (["--device", "tpu"], ["--device"]),
 }
