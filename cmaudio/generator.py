@@ -12,7 +12,7 @@ directory's record gives one (`checkpoint.ModelDirInfo.spec`), a training Config
 device, sigmas per step count); `check_steps` / `check_sigmas` are the argument checks of every
 multistep call.
 
-Imports: config, errors, features, sampling (strictly_decreasing).
+Imports: config, errors, features, projection (check_iters), sampling (strictly_decreasing).
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cmaudio.config import MAX_PROJECTION_ITERS, Config, ModelConfig, from_dict, to_dict
+from cmaudio.config import Config, ModelConfig, from_dict, to_dict
 from cmaudio.errors import CheckpointError, ConfigError, DataError
 from cmaudio.features import get_preset
+from cmaudio.projection import check_iters
 from cmaudio.sampling import strictly_decreasing
 
 KINDS = ("consistency", "denoiser")
@@ -46,7 +47,7 @@ class InferenceSpec:
     domain_info: what the training domain recorded ({} for vocoders; a mel decoder's statistics,
     cond_channels, stand-in settings).
     projection: mel-projection iterations a vocoder applies after its last step (cmaudio.projection;
-    0 = off, at most config.MAX_PROJECTION_ITERS; config sampling.projection).
+    0 = off, at most config.MAX_PROJECTION_ITERS, checked by projection.check_iters; config sampling.projection).
     """
 
     kind: str
@@ -71,11 +72,7 @@ class InferenceSpec:
             sig[int(k)] = vals
         object.__setattr__(self, "default_sigmas", sig)
         object.__setattr__(self, "domain_info", dict(self.domain_info or {}))
-        pr = self.projection
-        if isinstance(pr, bool) or not isinstance(pr, int) or not 0 <= pr <= MAX_PROJECTION_ITERS:
-            raise ConfigError(f"projection must be a whole number of iterations in [0, {MAX_PROJECTION_ITERS}] "
-                              f"(0 = off), got {pr!r}")
-        if pr and self.model.domain != "wave":
+        if check_iters(self.projection, "projection") and self.model.domain != "wave":
             raise ConfigError("the mel projection is for vocoders (model.domain wave), not mel decoders")
 
     @property
