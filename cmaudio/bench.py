@@ -104,7 +104,7 @@ from cmaudio.io import write_text_atomic
 from cmaudio.models import ConsistencyModel, Denoiser
 from cmaudio.nets import DIFFWAVE_PRESETS, FRAMENET_PRESETS, UNET_PRESETS, build_net, count_parameters, flops_per_second
 from cmaudio.param import KarrasParam
-from cmaudio.projection import band_weights, mel_projection
+from cmaudio.projection import mel_projection
 from cmaudio.sampling import consistency_sample, ode_sample, teacher_sigmas
 from cmaudio.vocoder import DEFAULT_MODEL_DIR, Vocoder
 
@@ -529,10 +529,10 @@ def _bench_default(run: _Runner, batch_sizes, steps: Sequence[int], seconds: flo
     after = None
     if voc.projection:  # what `cmaudio vocode` runs after the last step
         what += f", mel projection {voc.projection} it."
-        iters, weights = voc.projection, band_weights(voc.features)
+        iters = voc.projection
 
         def after(audio, mel):
-            return mel_projection(audio[:, 0], mel, voc.features, iters, weights)
+            return mel_projection(audio[:, 0], mel, voc.features, iters)
     _time_consistency(run, model, mem, voc.sigmas_for, batch_sizes, steps, frames, after=after, name="cmaudio-default",
                       model=f"shipped default ({what}), ConsistencyModel", params=n_params, flops_per_second=fps,
                       note=f"{SAMPLE_RATE} Hz, {N_MELS}-bin {MEL_PRESET} mel, hop {HOP}; the shipped weights")

@@ -101,7 +101,8 @@ def evaluate(
     use it only where the default never trained on them (its README lists its clips; the embedded
     held-out clips LJ001-0011/0017/0027 are among those it never saw).
     ``projection``: mel-projection iterations of `model_dir`'s rows (cmaudio.projection; None: the model's
-    own, 0: off); the default model's rows keep theirs. Each model row's note says which it used.
+    own, 0: off); the default model's rows keep theirs. Each model row records its count ("projection"),
+    and the report's meta lists them ("mel_projection").
 
     Each recording is cropped to a whole number of mel hops so that every row is scored on the same
     samples; its mel is computed once and shared by all rows, and its reference analyses (pYIN,
@@ -203,8 +204,7 @@ def evaluate(
     for family, v, step_list in models:
         for k in step_list:
             setting = {"name": f"{family}-{k}step", "family": family, "nfe": v.nfe(k), "steps": k,
-                       "projection": v.projection, "per_utterance": {}, "audio": {},
-                       "note": f"mel projection {v.projection} iterations" if v.projection else "no mel projection"}
+                       "projection": v.projection, "per_utterance": {}, "audio": {}}
             run_setting(setting, lambda i, mel, v=v, k=k: v.decode(mel.to(v.device), steps=k,
                                                                    generator=torch.Generator().manual_seed(seed + i))[0],
                         v.device)

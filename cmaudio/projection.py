@@ -75,13 +75,12 @@ def _band_weights(preset: str) -> Tensor:
 
 
 @torch.no_grad()
-def mel_projection(audio: Tensor, mel: Tensor, features: MelSpectrogram, iters: int,
-                   weights: Tensor | None = None) -> Tensor:
+def mel_projection(audio: Tensor, mel: Tensor, features: MelSpectrogram, iters: int) -> Tensor:
     """Project `audio` towards the waveforms whose mel is `mel` (module docstring), `iters` times.
 
     audio: (B, T) float, T = frames * hop (what a vocoder makes for `mel`); mel: (B, n_mels, frames)
-    in `features`' preset (the vocoder's cond). weights: band_weights(features) (the default).
-    Returns (B, T) float32, not clamped. iters == 0 returns audio unchanged (the same tensor).
+    in `features`' preset (the vocoder's cond). Returns (B, T) float32, not clamped. iters == 0 returns
+    audio unchanged (the same tensor).
     """
     iters = check_iters(iters)
     if iters == 0:
@@ -94,7 +93,7 @@ def mel_projection(audio: Tensor, mel: Tensor, features: MelSpectrogram, iters: 
         raise DataError(f"mel_projection: audio of {audio.shape[-1]} samples does not match {frames} frames "
                         f"of hop {features.hop_length}")
     a = _affine(features.preset)[0]  # ln M = (y - b) / a
-    w = (weights if weights is not None else band_weights(features)).to(audio.device)
+    w = band_weights(features).to(audio.device)
     framing = PresetFraming(features.preset, frames, torch.float32)
     target = mel.to(audio.device, torch.float32)
     y = audio.to(torch.float32)
