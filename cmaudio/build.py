@@ -170,8 +170,10 @@ def build_objective(cfg: Config, model: nn.Module, teacher: Optional[nn.Module] 
         return DSMObjective(model, p_mean=o.p_mean, p_std=o.p_std, cond_dropout=m.cond_dropout)
     def distance_of(weights: dict) -> nn.Module:
         needs_mel = any(k == "mel_l1" and w for k, w in weights.items())
-        if needs_mel and m.domain != "wave":
-            raise ConfigError("the mel_l1 distance is for waveform models (model.domain wave)")
+        for name in ("mel_l1", "phase"):
+            if weights.get(name) and m.domain != "wave":
+                raise ConfigError(f"the {name} distance is for waveform models (model.domain wave)")
+        preset = get_preset(cfg.features.preset)
         try:
             return build_distance(
                 dict(weights),
@@ -181,6 +183,8 @@ def build_objective(cfg: Config, model: nn.Module, teacher: Optional[nn.Module] 
                 mrstft_hop_sizes=o.mrstft_hop_sizes,
                 mrstft_win_lengths=o.mrstft_win_lengths,
                 mel=MelSpectrogram(cfg.features.preset) if needs_mel else None,
+                phase_n_fft=preset.n_fft,
+                phase_hop=preset.hop_length,
             )
         except ValueError as e:
             raise ConfigError(f"objective: {e}") from None

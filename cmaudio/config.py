@@ -223,7 +223,7 @@ _CHOICES = {
 
 _PER_KIND = {("objective", "index_sampling"), ("objective", "weighting")}  # None = the objective kind's default
 
-DISTANCES = ("l2", "l1", "pseudo_huber", "mrstft", "mel_l1")
+DISTANCES = ("l2", "l1", "pseudo_huber", "mrstft", "mel_l1", "phase")
 
 
 def validate(cfg: Config) -> None:

@@ -142,6 +142,22 @@ def test_objective_kind_alone_gets_its_own_defaults(objective, expected):
     assert (cfg.objective.index_sampling_for_kind, cfg.objective.weighting_for_kind) == expected
 
 
+def test_phase_reconstruction_term_uses_the_preset_frames_and_is_refused_for_mel_models():
+    """objective.recon.phase builds APNet's phase distance on the features preset's STFT; a mel decoder
+    has no waveform phase, so the term is refused there with a one-line ConfigError."""
+    from cmaudio.build import build_model, build_objective
+    from cmaudio.objectives.distances import PhaseDistance
+
+    cfg = from_dict({"model": {"size": "tiny"}, "features": {"preset": "vocos"},
+                     "objective": {"kind": "ict", "recon": {"phase": 0.5}}, "train": {"max_steps": 10}})
+    term = build_objective(cfg, build_model(cfg, 0.087)).recon.terms["phase"]
+    assert isinstance(term, PhaseDistance) and (term.n_fft, term.hop) == (1024, 256)
+    mel = from_dict({"model": {"size": "tiny", "domain": "mel"},
+                     "objective": {"kind": "ict", "recon": {"phase": 0.5}}, "train": {"max_steps": 10}})
+    with pytest.raises(ConfigError, match="phase distance is for waveform models"):
+        build_objective(mel, build_model(mel, 0.5))
+
+
 def test_misspelt_index_sampling_is_still_refused():
     with pytest.raises(ConfigError, match="objective.index_sampling"):
         from_dict({"objective": {"kind": "ict", "index_sampling": "log-normal"}})

@@ -3,7 +3,7 @@
 - DSMObjective: EDM denoising score matching (the teacher).
 - CDObjective: consistency distillation from a teacher denoiser.
 - CTObjective: consistency training, variants 'ct' (Song et al. 2023) and 'ict' (Song & Dhariwal 2023).
-- distances: l2, l1, pseudo_huber, mrstft and weighted sums.
+- distances: l2, l1, pseudo_huber, mrstft, mel_l1, phase and weighted sums.
 - adversarial: AdversarialTerm, the optional LSGAN + feature-matching extra of CD/CT (HiFi-GAN's losses).
 """
 

@@ -10,12 +10,14 @@ Every distance maps x, y of shape (B, C, T) (and an optional (B, 1, T) validity 
 | `pseudo_huber` | sqrt(sum (x - y)^2 + c^2) - c, c = c_scale * 0.00054 sqrt(dim)           | iCT sec. 3.3 |
 | `mrstft`       | auraloss MultiResolutionSTFTLoss (spectral convergence + log magnitude)  | replaces LPIPS |
 | `mel_l1`       | mean abs difference of the log-mels of x and y (the model's own features)| HiFi-GAN's mel loss |
+| `phase`        | anti-wrapped phase, group-delay and inst.-frequency errors, |Y|-weighted  | APNet (Ai & Ling 2023) eqs. 7-9 |
 
 For `pseudo_huber`, dim is the number of valid elements of the item. iCT chose 0.00054 sqrt(d)
 for images in [-1, 1] (sigma_data = 0.5); `c_scale` lets an objective scale c with its data
 (cmaudio passes sigma_data / 0.5), so the quadratic-to-linear transition sits at the same
 relative error. `mrstft` and `mel_l1` are for waveforms (C = 1) of equal length (masks are not
 supported); `mel_l1` needs the mel module (B, T) -> (B, n_mels, frames) passed in by the caller.
+`phase` is for waveforms too (y is the reference whose magnitudes weight the bins).
 
 `CombinedDistance({name: weight})` is their weighted sum. Imports nothing else of cmaudio.
 """
@@ -135,6 +137,62 @@ class MelL1(nn.Module):
         return (mx - my).abs().flatten(1).mean(1)
 
 
+class PhaseDistance(nn.Module):
+    """APNet's anti-wrapping phase losses (Ai & Ling 2023, eqs. 7-9), weighted by the reference's magnitude.
+
+    With X = STFT(x), Y = STFT(y) (centred periodic Hann, `n_fft`, `hop`) and the anti-wrapping
+    function f_AW(d) = |d - 2 pi round(d / 2 pi)| (the absolute phase error wrapped to [0, pi]):
+        IP  = f_AW(angle X - angle Y)                                    per bin (instantaneous phase)
+        GD  = f_AW(Delta_f angle X - Delta_f angle Y)   between adjacent bins (group delay)
+        IAF = f_AW(Delta_t angle X - Delta_t angle Y)   between adjacent frames (inst. angular frequency)
+    and the distance is IP + GD + IAF, each averaged over bins with weights |Y| (for GD and IAF the
+    geometric mean of the two bins' |Y|) normalised to sum 1 per item. APNet averages uniformly; the
+    weights leave out bins where the reference is silent and its phase is noise. Each term is in
+    radians, in [0, pi] (an independent noise scores pi/2 on IP). The differences are taken as angles of
+    products of unit phasors (angle(a conj b) = f_AW-wrapped angle a - angle b), with X's magnitude
+    floored at `floor` x the item's largest |Y| so the gradient stays bounded where X is near zero.
+    x, y: (B, 1, T) waveforms of equal length (masks not supported). Returns (B,).
+    """
+
+    def __init__(self, n_fft: int = 1024, hop: int = 256, floor: float = 1e-4) -> None:
+        super().__init__()
+        if n_fft < 4 or hop < 1 or not floor > 0:
+            raise ValueError(f"phase distance needs n_fft >= 4, hop >= 1, floor > 0 (got {n_fft}, {hop}, {floor})")
+        self.n_fft, self.hop, self.floor = int(n_fft), int(hop), float(floor)
+
+    def forward(self, x: Tensor, y: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        ip, gd, iaf = self.components(x, y, mask)
+        return ip + gd + iaf
+
+    def components(self, x: Tensor, y: Tensor, mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+        """(IP, GD, IAF), each (B,) in radians; `forward` is their sum."""
+        if mask is not None and not bool(mask.all()):
+            raise ValueError("the phase distance does not support padded batches; use l2/l1/pseudo_huber")
+        B = x.shape[0]
+        win = torch.hann_window(self.n_fft, device=x.device)
+        X = torch.stft(x.float().reshape(B, -1), self.n_fft, self.hop, window=win, return_complex=True)
+        Y = torch.stft(y.float().reshape(B, -1), self.n_fft, self.hop, window=win, return_complex=True)
+        ya = Y.abs()  # (B, bins, frames)
+        top = ya.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
+        ux = X / torch.sqrt(X.real**2 + X.imag**2 + (self.floor * top) ** 2)  # |ux| <= 1, ~1 where X is audible
+        uy = Y / ya.clamp_min(1e-12)  # the reference's unit phasors (no gradient flows into y's side)
+        p = ux * uy.conj()  # angle p = angle X - angle Y, wrapped
+
+        def term(d: Tensor, w: Tensor) -> Tensor:
+            # f_AW of the phase difference, in [0, pi]; where d vanishes (silent bins: weight 0) atan2 is
+            # evaluated at 1 instead, so its gradient (x, -y) / |d|^2 never meets 0 / 0
+            ok = d.abs() > 1e-12
+            d = torch.where(ok, d, torch.ones_like(d))
+            err = torch.atan2(d.imag, d.real).abs()
+            w = w.flatten(1) * ok.flatten(1)
+            return (err.flatten(1) * w).sum(1) / w.sum(1).clamp_min(1e-12)
+
+        ip = term(p, ya)
+        gd = term(p[:, 1:] * p[:, :-1].conj(), torch.sqrt(ya[:, 1:] * ya[:, :-1]))
+        iaf = term(p[..., 1:] * p[..., :-1].conj(), torch.sqrt(ya[..., 1:] * ya[..., :-1]))
+        return ip, gd, iaf
+
+
 class CombinedDistance(nn.Module):
     """Weighted sum of named distances: {"pseudo_huber": 1.0, "mrstft": 0.5} -> (B,)."""
 
@@ -160,9 +218,12 @@ def build_distance(
     mrstft_hop_sizes: Sequence[int] = (128, 256, 512),
     mrstft_win_lengths: Sequence[int] = (512, 1024, 2048),
     mel: Optional[nn.Module] = None,
+    phase_n_fft: int = 1024,
+    phase_hop: int = 256,
 ) -> CombinedDistance:
     """Build `CombinedDistance` from {name: weight}; names: l2, l1, pseudo_huber, mrstft, mel_l1
-    (which needs `mel`, a (B, T) -> (B, n_mels, frames) log-mel module). Zero weights drop the term."""
+    (which needs `mel`, a (B, T) -> (B, n_mels, frames) log-mel module), phase (STFT of `phase_n_fft`,
+    hop `phase_hop`: the features preset's). Zero weights drop the term."""
     terms: dict[str, nn.Module] = {}
     weights = {k: float(v) for k, v in weights.items() if v != 0}
     if not weights:
@@ -182,6 +243,8 @@ def build_distance(
             if mel is None:
                 raise ValueError("the mel_l1 distance needs the model's mel module (waveform models only)")
             terms[name] = MelL1(mel)
+        elif name == "phase":
+            terms[name] = PhaseDistance(phase_n_fft, phase_hop)
         else:
-            raise ValueError(f"unknown distance {name!r}; valid: l2, l1, pseudo_huber, mrstft, mel_l1")
+            raise ValueError(f"unknown distance {name!r}; valid: l2, l1, pseudo_huber, mrstft, mel_l1, phase")
     return CombinedDistance(terms, weights)
