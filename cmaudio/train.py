@@ -241,6 +241,8 @@ def train(
     if start_ckpt is None and t.init_from:
         init_weights(model, Path(t.init_from))
         say_main(f"initialised from {t.init_from}")
+    if dinfo.world > 1:
+        sync_from_main(objective)
     emas = {float(r): copy.deepcopy(model).requires_grad_(False).eval() for r in t.ema_rates}
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, cfg))
@@ -432,6 +434,17 @@ def train(
         say_main(f"done: {step} steps in {seconds:.1f} s ({done / busy:.2f} steps/s, {done * t.batch_size / busy:.1f} "
                  f"samples/s, validation {val_time:.1f} s), loss {last_loss:.4g}, skipped {skipped}; {vs}; run dir {run_dir}")
     return TrainResult(run_dir, step, last_loss, skipped, seconds, last_ckpt, val_scores)
+
+
+def sync_from_main(module: nn.Module) -> None:
+    """Copy rank 0's parameters and buffers of `module` (the objective: the model, CD/CT's EMA target, the
+    adversarial extra's discriminators) to every process. Each rank draws its initial weights under its own
+    seed (t.seed + rank); DDP would broadcast the online network alone, leaving a rank's target network and
+    discriminators its own, so that rank's gradients came from other networks than rank 0's and N processes
+    stopped equalling 1. Called once, before the EMAs are copied; a resumed run then loads the same
+    checkpoint on every rank."""
+    for tensor in module.state_dict().values():
+        dist.broadcast(tensor, 0)
 
 
 def discriminator_step(adversary, opt_d: torch.optim.Optimizer, world: int) -> dict[str, float]:

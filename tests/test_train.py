@@ -185,18 +185,28 @@ def test_overfit_fixed_batch_loss_halves():
     assert loss_now() < 0.5 * first
 
 
+# the adversarial extra with small discriminators (MPD periods 2, 3 of width 2; one MRD of width 4)
+ADVERSARIAL = ["objective.adversarial=0.1", "objective.feature_matching=0.2", "objective.adv_periods=[2,3]",
+               "objective.adv_resolutions=[256]", "objective.adv_period_width=2", "objective.adv_resolution_width=4"]
+
+
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
 @pytest.mark.slow
-def test_two_process_gloo_matches_one_process(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["objective.kind=ct"], ADVERSARIAL], ids=["ict", "ct-ema-target", "adversarial"])
+def test_two_process_gloo_matches_one_process(tmp_path, extra):
     """torchrun with 2 CPU processes = 1 process with the same global batch (1e-5).
 
     On the wave U-Net with the pseudo-Huber + MR-STFT distance: the loop's property does not depend
     on the network, and with framenet's log-magnitude reconstruction terms (mel-L1, MR-STFT log
     terms near silent bins) the order of DDP's gradient sum alone moves the weights by ~2e-5 after 3
-    warm-up steps (measured), which would test float rounding rather than the loop."""
+    warm-up steps (measured), which would test float rounding rather than the loop. CT's EMA target
+    and the adversarial extra's discriminators are networks beside the online one that DDP does not
+    broadcast: each rank must start them from rank 0's weights (each draws its own under seed + rank),
+    and the discriminators' step (its gradient averaged over the processes) must match too, so with the
+    extra both the generator's and the discriminators' weights are compared."""
     sets = sum((["--set", s] for s in [*TINY, "train.max_steps=3", "train.ckpt_every=3", "train.batch_size=4",
                                           "train.device=cpu", "objective.total_steps=10", "model.net=unet1d", "model.frame_prior_iters=0",
-                                          "objective.recon={}", "objective.distance={pseudo_huber: 1.0, mrstft: 1.0}"]),
+                                          "objective.recon={}", "objective.distance={pseudo_huber: 1.0, mrstft: 1.0}", *extra]),
                [])
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     one = subprocess.run([sys.executable, "-m", "cmaudio", "train", str(ROOT / "recipes/mini_ct.yaml"), *sets,
@@ -211,6 +221,11 @@ def test_two_process_gloo_matches_one_process(tmp_path):
         assert torch.allclose(a[k], b[k], atol=1e-5, rtol=0), k
     # training moved the zero-initialised output layer, so the comparison means something
     assert a["net.out_conv.weight"].abs().sum() > 0
+    if extra is ADVERSARIAL:
+        da, db = weights(tmp_path / "one", ckpt.ADVERSARY_FILE), weights(tmp_path / "two", ckpt.ADVERSARY_FILE)
+        assert da.keys() == db.keys() and da
+        for k in da:
+            assert torch.allclose(da[k], db[k], atol=1e-5, rtol=0), k
 
 
 @pytest.mark.slow
