@@ -169,7 +169,7 @@ def build_objective(cfg: Config, model: nn.Module, teacher: Optional[nn.Module] 
     if o.kind == "dsm":
         return DSMObjective(model, p_mean=o.p_mean, p_std=o.p_std, cond_dropout=m.cond_dropout)
     def distance_of(weights: dict) -> nn.Module:
-        needs_mel = any(k == "mel_l1" and w for k, w in weights.items())
+        needs_mel = bool(weights.get("mel_l1"))
         for name in ("mel_l1", "phase"):
             if weights.get(name) and m.domain != "wave":
                 raise ConfigError(f"the {name} distance is for waveform models (model.domain wave)")

@@ -159,6 +159,8 @@ class PhaseDistance(nn.Module):
         if n_fft < 4 or hop < 1 or not floor > 0:
             raise ValueError(f"phase distance needs n_fft >= 4, hop >= 1, floor > 0 (got {n_fft}, {hop}, {floor})")
         self.n_fft, self.hop, self.floor = int(n_fft), int(hop), float(floor)
+        # built once and moved with the objective, not rebuilt every training step
+        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
 
     def forward(self, x: Tensor, y: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         ip, gd, iaf = self.components(x, y, mask)
@@ -169,7 +171,7 @@ class PhaseDistance(nn.Module):
         if mask is not None and not bool(mask.all()):
             raise ValueError("the phase distance does not support padded batches; use l2/l1/pseudo_huber")
         B = x.shape[0]
-        win = torch.hann_window(self.n_fft, device=x.device)
+        win = self.window.to(x.device)
         X = torch.stft(x.float().reshape(B, -1), self.n_fft, self.hop, window=win, return_complex=True)
         Y = torch.stft(y.float().reshape(B, -1), self.n_fft, self.hop, window=win, return_complex=True)
         ya = Y.abs()  # (B, bins, frames)
