@@ -55,7 +55,7 @@ Shapes: x (B, 1, T) float; c_noise (B,) float; cond (B, C_cond, T_cond) or None,
 T / hop (cropped or right-padded by repeating the last frame); mask (B, 1, T) or None.
 Output (B, 1, T) float in the dtype of x.
 
-This module imports only cmaudio.errors and cmaudio.nets.layers.
+This module imports only cmaudio.errors, cmaudio.features (overlap_add) and cmaudio.nets.layers.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cmaudio.errors import ConfigError
+from cmaudio.features import overlap_add
 from cmaudio.nets.layers import NoiseEmbedding, fit_length
 
 FRAMENET_PRESETS: dict[str, dict] = {
@@ -226,21 +227,6 @@ class FrameNet(nn.Module):
         synthesis = torch.cat([c[:, None] * torch.cos(ang), -c[:, None] * torch.sin(ang)], 0) * w / N
         return analysis.to(dtype)[:, None, :], synthesis.to(dtype)[:, None, :]
 
-    def _overlap_add(self, frames: Tensor) -> Tensor:
-        """(B, F, n_fft) frames -> (B, (F-1) hop + n_fft): frame i added at sample i*hop. The frames are cut
-        into hop-long pieces (zero-padded to a whole number r of them); piece j of frame i lands in output
-        block i + j, so r shifted slice-adds do what F.fold does, several times faster on the CPU."""
-        B, nF, N = frames.shape
-        hop = self.hop
-        r = -(-N // hop)
-        if r * hop != N:
-            frames = F.pad(frames, (0, r * hop - N))
-        pieces = frames.reshape(B, nF, r, hop)
-        out = frames.new_zeros(B, nF + r - 1, hop)
-        for j in range(r):
-            out[:, j:j + nF] += pieces[:, :, j]
-        return out.reshape(B, -1)[:, :(nF - 1) * hop + N]
-
     def _stft(self, x: Tensor, *, dft: Optional[bool] = None) -> tuple[Tensor, Tensor]:
         """(B, F*hop) -> (re, im), each (B, F, n_fft/2+1): the Hann-windowed DFT of each frame, 'same' framing
         with zero padding (frame i covers samples i*hop - pad ... i*hop - pad + n_fft).
@@ -267,7 +253,7 @@ class FrameNet(nn.Module):
             env = F.conv_transpose1d(ones, w2[None, None, :], stride=self.hop)[:, 0]
         else:
             valid = like.new_ones(1, like.shape[1], 1) if fmask is None else fmask.to(like.dtype)
-            env = self._overlap_add(valid * w2)
+            env = overlap_add(valid * w2, self.hop)
         p = self._pad()
         if p:
             env = env[:, p:-p]
@@ -282,7 +268,7 @@ class FrameNet(nn.Module):
             y = F.conv_transpose1d(torch.cat([re, im], -1).transpose(1, 2), synthesis, stride=self.hop)[:, 0]
         else:
             frames = torch.fft.irfft(torch.complex(re, im), n=self.n_fft, dim=-1)
-            y = self._overlap_add(frames * self.window.to(frames.dtype))
+            y = overlap_add(frames * self.window.to(frames.dtype), self.hop)
         p = self._pad()
         if p:
             y = y[:, p:-p]
