@@ -78,16 +78,18 @@ def export(
     run_dir: Path = typer.Argument(..., help="a training run directory"),
     out: Path = typer.Option(..., "-o", "--out", help="model directory to write"),
     ema: Optional[float] = typer.Option(None, "--ema", help="EMA rate to export (default: the smallest of the run)"),
-    onnx: bool = typer.Option(False, "--onnx", help="also write model.onnx (needs the onnx extra)"),
+    onnx: bool = typer.Option(False, "--onnx", help="also write model.onnx, and projection.onnx where the recipe sets "
+                              "a mel projection (needs the onnx extra)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a model directory that already exists"),
 ) -> None:
     """Write a model directory (config.json + model.safetensors) from a training run."""
     from cmaudio.checkpoint import CONFIG_FILE, MODEL_FILE
-    from cmaudio.export import export_run
+    from cmaudio.export import ONNX_FILES, export_run
     from cmaudio.io import check_out_dir, check_outputs
 
     check_out_dir(out)
-    check_outputs([out / n for n in (CONFIG_FILE, MODEL_FILE, *(["model.onnx"] if onnx else []))], overwrite=overwrite)
+    # ONNX files always count: those not written again are removed (they would belong to other weights)
+    check_outputs([out / n for n in (CONFIG_FILE, MODEL_FILE, *ONNX_FILES)], overwrite=overwrite)
     export_run(run_dir, out, ema=ema, onnx=onnx)
     typer.echo(f"wrote {out}")
 

@@ -6,7 +6,11 @@ smallest, which is the one validation used; cmaudio.checkpoint.pick_weights), an
 out_dir/config.json + out_dir/model.safetensors (cmaudio.checkpoint.save_model_dir). With onnx=True it also writes
 out_dir/model.onnx: the consistency function f(x, sigma, mel) of a waveform model (opset 17),
 inputs ``x`` (B, 1, T), ``sigma`` (B,), ``mel`` (B, n_mels, T / hop), output ``audio`` (B, 1, T);
-one-step vocoding is f(sigma_max z, sigma_max, mel).
+one-step vocoding is f(sigma_max z, sigma_max, mel). When the run's recipe sets a mel projection
+(sampling.projection = K > 0) it also writes out_dir/projection.onnx: the K iterations that
+`Vocoder.decode` applies after the last step (cmaudio.projection.MelProjection), inputs ``audio``
+(B, T) and ``mel`` (B, n_mels, T / hop), output ``audio_out`` (B, T); then audio = projection(f(...)[:, 0],
+mel), clamped to [-1, 1], is what `cmaudio vocode` makes. (Output ``audio_out``: ONNX names must differ.)
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from torch import nn
 from cmaudio import checkpoint as ckpt
 from cmaudio.build import build_model
 from cmaudio.errors import CheckpointError, ConfigError
-from cmaudio.features import get_preset
+from cmaudio.features import MelSpectrogram, get_preset
 from cmaudio.io import atomic_path
 
 
@@ -46,9 +50,22 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, ema: Optional[float]
     if onnx:  # check before writing anything, so a refused --onnx leaves no partial model directory
         _check_onnx(cfg.model.domain)
     ckpt.save_model_dir(out_dir, weights=model.state_dict(), info=info)
+    written = []
     if onnx:
         export_onnx(model, out_dir / "model.onnx", n_mels=preset.n_mels, hop=preset.hop_length, domain=cfg.model.domain)
+        written.append("model.onnx")
+        if cfg.sampling.projection:
+            export_onnx_projection(MelSpectrogram(preset), cfg.sampling.projection, out_dir / "projection.onnx")
+            written.append("projection.onnx")
+    for name in ONNX_FILES:  # an ONNX file of earlier weights would not match these: the directory is replaced
+        if name not in written and (out_dir / name).is_file():
+            (out_dir / name).unlink()
     return out_dir
+
+
+#: The ONNX files a model directory can hold (`export_run` writes them with onnx=True, and removes the
+#: ones it does not write: they would belong to other weights).
+ONNX_FILES = ("model.onnx", "projection.onnx")
 
 
 class _OnnxWrapper(nn.Module):
@@ -95,6 +112,35 @@ def export_onnx(model: nn.Module, path: Path, *, n_mels: int, hop: int, domain: 
             output_names=["audio"],
             dynamic_axes={"x": {0: "batch", 2: "samples"}, "sigma": {0: "batch"}, "mel": {0: "batch", 2: "frames"},
                           "audio": {0: "batch", 2: "samples"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+    return path
+
+
+def export_onnx_projection(features: MelSpectrogram, iters: int, path: Path, opset: int = 17) -> Path:
+    """Write `iters` mel-projection iterations (cmaudio.projection.MelProjection) as ONNX: inputs ``audio``
+    (B, T) and ``mel`` (B, n_mels, frames) with T = frames * hop, output ``audio_out`` (B, T); batch and
+    length dynamic. Matches cmaudio.projection.mel_projection to float32 rounding."""
+    import warnings
+
+    from cmaudio.projection import MelProjection
+
+    module = MelProjection(features, iters).eval()  # the iteration count is baked into the graph
+    frames = 8
+    audio = torch.randn(1, frames * features.hop_length) * 0.1
+    mel = torch.randn(1, features.n_mels, frames)
+    with atomic_path(path, suffix=".onnx") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Constant folding")  # the reflect pads' reversed slices: harmless
+        torch.onnx.export(
+            module,
+            (audio, mel),
+            str(tmp),
+            input_names=["audio", "mel"],
+            output_names=["audio_out"],
+            dynamic_axes={"audio": {0: "batch", 1: "samples"}, "mel": {0: "batch", 2: "frames"},
+                          "audio_out": {0: "batch", 1: "samples"}},
             opset_version=opset,
             dynamo=False,
         )

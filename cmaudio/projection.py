@@ -33,15 +33,17 @@ Imports: config (the iteration bound), errors, features.
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from cmaudio.config import MAX_PROJECTION_ITERS as MAX_ITERS
 from cmaudio.errors import ConfigError, DataError
-from cmaudio.features import MelSpectrogram, PresetFraming, _affine
+from cmaudio.features import MelSpectrogram, PresetFraming, _affine, _log_stage
 
-__all__ = ["MAX_GAIN", "MAX_ITERS", "check_iters", "band_weights", "mel_projection"]
+__all__ = ["MAX_GAIN", "MAX_ITERS", "check_iters", "band_weights", "mel_projection", "MelProjection"]
 
 #: Largest amplitude ratio one iteration applies per band (and 1 / MAX_GAIN the smallest): 12 dB.
 MAX_GAIN = 4.0
@@ -106,3 +108,84 @@ def mel_projection(audio: Tensor, mel: Tensor, features: MelSpectrogram, iters: 
         if i + 1 < iters:
             spec = framing.analysis(y)
     return y
+
+
+class MelProjection(nn.Module):
+    """`mel_projection` in real arithmetic, as a module that traces to ONNX (`cmaudio export --onnx`
+    writes it as projection.onnx beside the network, for runtimes that want the audio `cmaudio vocode`
+    makes).
+
+    The same iteration as the module docstring's, with the preset's STFT as a strided convolution with
+    fixed DFT bases (rows w[n] cos(2 pi k n / N) and -w[n] sin(2 pi k n / N), after the preset's
+    pre-pad / centring) and its least-squares inverse as the transposed convolution with the inverse
+    real DFT's bases times the window, divided by the squared-window envelope: no complex tensors, no
+    FFT. Equal to `mel_projection` to float32 rounding (tests/test_projection.py); slower than it on
+    the CPU in PyTorch (a DFT by matrix product), so `Vocoder.decode` keeps the FFT version.
+
+    forward(audio (B, T) float32, mel (B, n_mels, frames)) -> (B, T) with T = frames * hop (not checked
+    here: the vocoder's output always is). iters: 1 ... MAX_ITERS (0 is no module: nothing to run).
+    """
+
+    def __init__(self, features: MelSpectrogram, iters: int) -> None:
+        super().__init__()
+        self.iters = check_iters(iters)
+        if self.iters == 0:
+            raise ConfigError("MelProjection needs at least one iteration (0 = no projection: skip the module)")
+        p = self.p = features.preset
+        n = p.n_fft
+        k = torch.arange(n // 2 + 1, dtype=torch.float64)[:, None]
+        t = torch.arange(n, dtype=torch.float64)[None]
+        w = PresetFraming(p, 1, torch.float64).window[None]  # (1, n_fft): Hann of win_length, centred
+        ang = 2.0 * math.pi * k * t / n
+        c = torch.full_like(k, 2.0)  # inverse real DFT: DC (and Nyquist for even n) once, the rest twice
+        c[0] = 1.0
+        if n % 2 == 0:
+            c[-1] = 1.0
+        self.register_buffer("analysis", torch.cat([w * torch.cos(ang), -w * torch.sin(ang)])[:, None].float(),
+                             persistent=False)  # (2K, 1, n_fft)
+        self.register_buffer("synthesis", (torch.cat([c * torch.cos(ang), -c * torch.sin(ang)]) * w / n)[:, None]
+                             .float(), persistent=False)  # (2K, 1, n_fft)
+        self.register_buffer("window_sq", w.pow(2)[None].float(), persistent=False)  # (1, 1, n_fft)
+        self.register_buffer("mel_basis", features.mel_basis.float().clone(), persistent=False)  # (n_mels, K)
+        self.register_buffer("weights_t", band_weights(features).t().contiguous(), persistent=False)  # (K, n_mels)
+        self.a = _affine(p)[0]
+        self.offset = p.pre_pad + (n // 2 if p.center else 0)
+
+    def _analysis(self, y: Tensor, frames: int) -> tuple[Tensor, Tensor]:
+        """(B, T) -> (re, im), each (B, K, frames): PresetFraming.analysis without complex numbers."""
+        p = self.p
+        x = y[:, None]
+        if p.pre_pad:
+            x = F.pad(x, (p.pre_pad, p.pre_pad), mode=p.pad_mode)
+        if p.center:
+            x = F.pad(x, (p.n_fft // 2, p.n_fft // 2), mode=p.pad_mode)
+        spec = F.conv1d(x, self.analysis, stride=p.hop_length)[..., :frames]
+        return spec.chunk(2, dim=1)
+
+    def _log_mel(self, re: Tensor, im: Tensor) -> Tensor:
+        """MelSpectrogram.from_spectrum on (re, im): (B, n_mels, frames)."""
+        p = self.p
+        if p.normalized:
+            re, im = re / math.sqrt(p.win_length * 0.375), im / math.sqrt(p.win_length * 0.375)
+        power = re * re + im * im
+        if p.magnitude == "abs":
+            mag = torch.sqrt(power)
+        elif p.magnitude == "sqrt_add":
+            mag = torch.sqrt(power + p.magnitude_eps)
+        else:
+            mag = torch.sqrt(torch.clamp(power, min=p.magnitude_eps))
+        return _log_stage(torch.matmul(self.mel_basis, mag), p)
+
+    def forward(self, audio: Tensor, mel: Tensor) -> Tensor:
+        frames, length = mel.shape[-1], audio.shape[-1]
+        hop = self.p.hop_length
+        env = F.conv_transpose1d(torch.ones_like(mel[:1, :1]), self.window_sq, stride=hop)
+        env = torch.where(env > 1e-11, env, torch.ones_like(env))
+        y = audio.float()
+        for _ in range(self.iters):
+            re, im = self._analysis(y, frames)
+            gain = torch.exp((mel - self._log_mel(re, im)) / self.a).clamp(1.0 / MAX_GAIN, MAX_GAIN)
+            g = torch.matmul(self.weights_t, gain)  # (B, K, frames)
+            ola = F.conv_transpose1d(torch.cat([re * g, im * g], dim=1), self.synthesis, stride=hop) / env
+            y = ola[:, 0, self.offset: self.offset + length]
+        return y

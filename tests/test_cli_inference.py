@@ -28,6 +28,7 @@ from cmaudio.data import load_audio
 from cmaudio.features import MelSpectrogram, convert
 from helpers import randomize
 
+from cmaudio.projection import mel_projection
 from cmaudio.vocoder import Vocoder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -567,15 +568,42 @@ def test_export_onnx_cli(run_dir, tmp_path, capsys):
         code, stdout, err = cli(capsys, "export", run_dir, "-o", out, "--onnx")
     assert code == 0, err
     assert not [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]  # no noise for users
-    assert tree(out) == ["config.json", "model.onnx", "model.safetensors"]
+    # the recipe (mini_ct) sets sampling.projection = 8: its iterations are exported beside the network
+    assert tree(out) == ["config.json", "model.onnx", "model.safetensors", "projection.onnx"]
     proto = onnx.load(str(out / "model.onnx"))
     onnx.checker.check_model(proto)
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
     assert [i.name for i in proto.graph.input] == ["x", "sigma", "mel"]
+    proj = onnx.load(str(out / "projection.onnx"))
+    onnx.checker.check_model(proj)
+    assert [i.name for i in proj.graph.input] == ["audio", "mel"]
     voc = Vocoder.from_pretrained(out)
+    assert voc.projection == 8
     for batch, frames, sigma in [(1, 8, voc.model.param.sigma_max), (2, 23, 0.3)]:
         got, ref, _ = _compare_onnx(voc.model, out / "model.onnx", batch, frames, sigma)
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4)
+    # model.onnx, then projection.onnx, then the clamp is what Vocoder.decode (and cmaudio vocode) makes
+    g = torch.Generator().manual_seed(3)
+    mel = voc.mel(torch.randn(2, 31 * HOP, generator=g) * 0.1)[..., :31]
+    smax = float(voc.model.param.sigma_max)
+    want = voc.decode(mel, generator=torch.Generator().manual_seed(5)).numpy()
+    z = torch.randn(2, 1, 31 * HOP, generator=torch.Generator().manual_seed(5), dtype=torch.float64).float()
+    x = {"x": (z * smax).numpy(), "sigma": np.full((2,), smax, np.float32), "mel": mel.numpy()}
+    f = _ort_session(out / "model.onnx").run(["audio"], x)[0][:, 0]
+    proj = _ort_session(out / "projection.onnx")
+    got = proj.run(["audio_out"], {"audio": f, "mel": mel.numpy()})[0]
+    assert np.abs(got - f).max() > 1e-2  # the projection changed the audio: the match below is not trivial
+    # on a speech-like mel the network's graph is within ~2e-3 of PyTorch (its Griffin-Lim prior takes the
+    # phase of near-zero bins, where the DFT-basis and FFT roundings differ), the projection within 1e-6
+    np.testing.assert_allclose(np.clip(got, -1, 1), want, rtol=0, atol=5e-3)
+    with torch.no_grad():
+        f_pt = voc.model(torch.from_numpy(x["x"]), torch.from_numpy(x["sigma"]), mel)[:, 0]
+    np.testing.assert_allclose(proj.run(["audio_out"], {"audio": f_pt.numpy(), "mel": mel.numpy()})[0],
+                               mel_projection(f_pt, mel, voc.features, 8).numpy(), rtol=0, atol=1e-5)
+    # exported again without --onnx: the ONNX files of the old weights go with them
+    assert cli(capsys, "export", run_dir, "-o", out)[0] == 2  # not without --overwrite
+    assert cli(capsys, "export", run_dir, "-o", out, "--overwrite")[0] == 0
+    assert tree(out) == ["config.json", "model.safetensors"]
 
 
 def test_export_onnx_matches_pytorch_on_random_weights(tmp_path):
