@@ -49,22 +49,19 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, ema: Optional[float]
     )
     if onnx:  # check before writing anything, so a refused --onnx leaves no partial model directory
         _check_onnx(cfg.model.domain)
+    for name in ONNX_FILES:  # ONNX files of earlier weights would not match the new ones: the directory is
+        if (out_dir / name).is_file():  # replaced, and a failed ONNX export leaves none rather than stale ones
+            (out_dir / name).unlink()
     ckpt.save_model_dir(out_dir, weights=model.state_dict(), info=info)
-    written = []
     if onnx:
         export_onnx(model, out_dir / "model.onnx", n_mels=preset.n_mels, hop=preset.hop_length, domain=cfg.model.domain)
-        written.append("model.onnx")
         if cfg.sampling.projection:
             export_onnx_projection(MelSpectrogram(preset), cfg.sampling.projection, out_dir / "projection.onnx")
-            written.append("projection.onnx")
-    for name in ONNX_FILES:  # an ONNX file of earlier weights would not match these: the directory is replaced
-        if name not in written and (out_dir / name).is_file():
-            (out_dir / name).unlink()
     return out_dir
 
 
-#: The ONNX files a model directory can hold (`export_run` writes them with onnx=True, and removes the
-#: ones it does not write: they would belong to other weights).
+#: The ONNX files a model directory can hold (`export_run` writes them with onnx=True, after removing the
+#: ones already there: they would belong to other weights).
 ONNX_FILES = ("model.onnx", "projection.onnx")
 
 
