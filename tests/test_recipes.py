@@ -1,6 +1,7 @@
 """Recipes and egs: every recipe parses and builds its network; every run.sh is valid shell with a
 dry-run; a CI-sized mini run goes end to end through the public CLI."""
 
+import json
 import os
 import subprocess
 import sys
@@ -113,3 +114,41 @@ def test_ci_sized_mini_run_end_to_end(tmp_path):
         assert len(list((exp / f"wavs_{m}").glob("*.wav"))) == 3
     assert len(list((exp / "wavs_mel_decoder").glob("*.wav"))) == 2
     assert "Done. Outputs in" in res.stdout
+
+
+def _report(path, settings, higher):
+    path.write_text(json.dumps({"settings": [{"name": n, "per_utterance": pu} for n, pu in settings.items()],
+                                "higher_is_better": higher}))
+    return path
+
+
+def test_quality_paired_comparison_is_the_per_clip_difference(tmp_path):
+    """egs/quality/paired.py: d = B - A per clip over the shared clips, its Student-t interval, and the
+    B-better count by each metric's direction; a clip missing in one report and NaN values are left out."""
+    higher = {"pesq": True, "mrstft": False}
+    a = _report(tmp_path / "a.json", {"cm-1step": {"u1": {"pesq": 3.0, "mrstft": 1.0}, "u2": {"pesq": 2.0, "mrstft": 2.0},
+                                                   "u3": {"pesq": 1.0, "mrstft": float("nan")},
+                                                   "only_a": {"pesq": 9.0, "mrstft": 9.0}}}, higher)
+    b = _report(tmp_path / "b.json", {"cm-2step": {"u1": {"pesq": 3.5, "mrstft": 0.9}, "u2": {"pesq": 2.5, "mrstft": 2.3},
+                                                   "u3": {"pesq": 1.5, "mrstft": 0.5}}}, higher)
+    res = subprocess.run([sys.executable, "egs/quality/paired.py", f"{a}:cm-1step", f"{b}:cm-2step"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    rows = {line.split("|")[1].split()[0]: [c.strip() for c in line.split("|")[1:-1]]
+            for line in res.stdout.splitlines() if line.startswith("| pesq") or line.startswith("| mrstft")}
+    # pesq: every clip +0.5, so the interval is exactly 0 and B is better on all 3 shared clips
+    assert rows["pesq"][1] == "3" and rows["pesq"][4] == "+0.5000 ± 0.0000" and rows["pesq"][5] == "3 of 3"
+    # mrstft: u3 has a NaN and is left out; d = (-0.1, +0.3), mean +0.1, t_{0.975,1} * std / sqrt(2) = 12.706 * 0.2
+    assert rows["mrstft"][1] == "2" and rows["mrstft"][4].startswith("+0.1000 ± 2.54")
+    assert rows["mrstft"][5] == "1 of 2"  # lower is better: only u1 (0.9 < 1.0)
+
+
+@pytest.mark.parametrize("args", [["{a}:cm-9step", "{a}:cm-1step"], ["{a}", "{a}:cm-1step"],
+                                  ["{d}/missing.json:cm-1step", "{a}:cm-1step"], ["{a}:cm-1step", "{b}:cm-1step"],
+                                  ["{a}:cm-1step", "{a}:cm-1step", "--metrics", "visqol"]])
+def test_quality_paired_comparison_refuses_bad_input(tmp_path, args):
+    a = _report(tmp_path / "a.json", {"cm-1step": {"u1": {"pesq": 3.0}}}, {"pesq": True})
+    b = _report(tmp_path / "b.json", {"cm-1step": {"u9": {"pesq": 3.0}}}, {"pesq": True})
+    argv = [x.format(a=a, b=b, d=tmp_path) for x in args]
+    res = subprocess.run([sys.executable, "egs/quality/paired.py", *argv], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr, res.stderr
