@@ -5,7 +5,7 @@ features ``cond`` (C_cond, T); the decoder turns them into a sharp log-mel (n_me
 network evaluation (CM sec. 3), or a few (CM Alg. 1), in the convention of a mel preset
 (cmaudio.features), so a cmaudio `Vocoder` with the same preset applies directly.
 
-Data (training: `cmaudio.domains.mel.MelDomain`; helpers in `cmaudio.domains.meldata`)
+Data (training: `cmaudio.domains.mel.MelDomain`; helpers in `cmaudio.data.meldata`)
 - Pairs (mel, cond), frame-aligned. mel = MelSpectrogram(features.preset)(audio). cond comes
   either from ``data.cond_dir/<id>.npy`` (C_cond, T_c) written by the TTS stack (encoder output
   mu or its predicted mel), matched by utterance id, |T_c - T| <= 2 and both cropped to the
@@ -57,7 +57,7 @@ Noise of `generate` is drawn per item and time-major, so an item's result on its
 does not depend on how much padding the batch adds (nor, with a list of generators, on the
 other items).
 
-Imports: build (models, nets, objectives), checkpoint, config, data, domains.meldata (the stand-in and statistics),
+Imports: build (models, nets, objectives), checkpoint, config, data (with data.meldata: the stand-in and statistics),
 features, generator (the inference spec and the shared facade defaults), io, sampling. The training domain
 (`cmaudio.domains.mel.MelDomain`) sits above this module and imports it, never the other way round.
 """
@@ -76,7 +76,7 @@ from cmaudio import checkpoint as ckpt
 from cmaudio.build import build_generator, build_model, build_objective
 from cmaudio.config import Config, DataConfig, from_dict, replace
 from cmaudio.data import load_audio
-from cmaudio.domains.meldata import mel_stats, standin_cond
+from cmaudio.data.meldata import mel_stats, standin_cond
 from cmaudio.errors import CheckpointError, ConfigError, DataError
 from cmaudio.features import MelSpectrogram, get_preset
 from cmaudio.io import load_npy, save_npy_atomic

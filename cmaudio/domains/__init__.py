@@ -4,13 +4,13 @@
   extra_model_info) and helpers shared by the implementations;
 - `wave.WaveDomain`: waveform vocoders (x = audio crops, cond = their mel), validated through
   `cmaudio.vocoder.Vocoder`;
-- `meldata`: the mel domain's data — the stand-in cond, normalisation statistics, (mel, cond)
-  pairs of a corpus and the seeded segment dataset (used by `cmaudio.mel.MelDecoder` too);
 - `mel.MelDomain`: mel decoders (x = normalised log-mel crops, cond = frame-aligned features),
   validated through `cmaudio.mel.MelDecoder`.
 
-Imports point one way: meldata (data level) <- cmaudio.mel (the facade) <- domains.mel; the
-package itself imports only `base`, so the facade may import `meldata` without a cycle.
+The mel domain's data (the stand-in cond, normalisation statistics, (mel, cond) pairs, the seeded
+segment dataset) live in `cmaudio.data.meldata`, below both `domains.mel` and the decoder facade
+`cmaudio.mel`, which uses them too. Imports point one way: data.meldata <- cmaudio.mel (the facade)
+<- domains.mel; no facade imports a domain, and the package itself imports only `base`.
 """
 
 from cmaudio.domains.base import Domain

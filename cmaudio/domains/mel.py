@@ -1,11 +1,11 @@
 """The mel training domain: x = normalised log-mel crops (or their residual from cond), cond = features.
 
 What the data are (stand-in or cond_dir conds, the per-bin normalisation, the zero/cond prior,
-masked crops): see `cmaudio.mel`'s docstring; the helpers live in `cmaudio.domains.meldata`.
+masked crops): see `cmaudio.mel`'s docstring; the helpers live in `cmaudio.data.meldata`.
 Validation decodes held-out utterances with the model being trained through
 `cmaudio.mel.MelDecoder` (a padded batch, so the masks are exercised) and scores log-mel L1.
 
-Imports: checkpoint, config, data, domains (base, meldata), errors, io, mel (MelDecoder).
+Imports: checkpoint, config, data (with data.meldata), domains.base, errors, io, mel (MelDecoder).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from cmaudio.checkpoint import kind_of
 from cmaudio.config import Config
 from cmaudio.data import StreamSampler, splits_from_config
 from cmaudio.domains.base import Domain, add_png, check_features
-from cmaudio.domains.meldata import MelPairs, MelSegmentDataset, _Moments
+from cmaudio.data.meldata import MelPairs, MelSegmentDataset, _Moments
 from cmaudio.errors import CmaudioError, ConfigError, DataError
 from cmaudio.io import atomic_path
 from cmaudio.mel import MelDecoder

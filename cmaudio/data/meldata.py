@@ -4,7 +4,9 @@ Used by the mel training domain (`cmaudio.domains.mel.MelDomain`) and by the dec
 (`cmaudio.mel.MelDecoder`: its `standin`, and `mel_stats` for joint training). What the data
 are, how they are normalised and what the prior does: see `cmaudio.mel`'s docstring.
 
-Imports: data, errors, features, io (the data level: nothing above it).
+Imports: data (audio, dataset), errors, features, io (the data level: nothing above it). It sits in
+`cmaudio.data` rather than in `cmaudio.domains` so that the decoder facade, which sits below the
+training domains, imports data, never a domain.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from cmaudio.data import epoch_permutation, item_seeds, load_audio
-from cmaudio.data.dataset import header_problem
+from cmaudio.data.audio import load_audio
+from cmaudio.data.dataset import epoch_permutation, header_problem, item_seeds
 from cmaudio.errors import ConfigError, DataError
 from cmaudio.features import MelSpectrogram
 from cmaudio.io import load_npy, npy_header
