@@ -96,6 +96,31 @@ def test_quality_ladder_dry_run(tmp_path):
     assert sum("vocos_peer.py" in c for c in cmds) == 4  # train + evaluate, at 10 and 30 minutes
 
 
+def test_quality_ladder_more_clips(tmp_path):
+    """--more DIR: every trained contender and Griffin-Lim are also scored on all of DIR's clips at 1 and 2
+    steps into report_more; a DIR holding an embedded clip (trained or held out on) is refused, exit 2."""
+    more = tmp_path / "more"
+    (more / "wavs").mkdir(parents=True)
+    (more / "metadata.csv").write_text("LJ099-0001||\n")
+    (more / "wavs" / "LJ099-0001.wav").write_bytes(b"")
+    exp = tmp_path / "ladder"
+    out = subprocess.run(["bash", "egs/quality/run.sh", "--dry-run", "--exp", str(exp), "--more", str(more),
+                          "--only", "gl ict30 cd30 extras30 vocos30"], cwd=ROOT, capture_output=True, text=True, check=True)
+    cmds = [c.replace("\\,", ",") for c in out.stdout.splitlines() if c.strip()]
+    extra = [c for c in cmds if f" evaluate {more} " in c]
+    for name in ("gl", "ict30", "cd30", "extras30"):
+        mine = [c for c in extra if f"{exp}/{name}/report_more" in c]
+        assert len(mine) == 1 and "--split all" in mine[0] and "--max-seconds 4" in mine[0], (name, extra)
+        assert ("--baseline griffinlim" in mine[0]) == (name == "gl")
+        assert name == "gl" or f"-m {exp}/{name}/model --steps 1,2 " in mine[0]
+    assert not any("vocos30" in c for c in extra) and not exp.exists()
+    (more / "wavs" / "LJ001-0011.wav").write_bytes(b"")  # a held-out clip of the embedded set
+    res = subprocess.run(["bash", "egs/quality/run.sh", "--dry-run", "--exp", str(exp), "--more", str(more)], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "LJ001-0011" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert res.stdout == ""
+
+
 @pytest.mark.slow
 def test_ci_sized_mini_run_end_to_end(tmp_path):
     """egs/mini/run.sh with 2 steps per model and tiny nets: every stage through the public CLI."""

@@ -5,7 +5,8 @@
 Reads EXP_DIR/<contender>/report/report.json (written by `cmaudio evaluate` or
 egs/quality/vocos_peer.py --evaluate) and, for the curve, the metrics.jsonl of each training run
 under EXP_DIR/<contender>/run*/ (val/1step_logmel_l1 and val/1step_mrstft against val/minutes,
-on the held-out validation clips). Budgets are read from EXP_DIR/<contender>/budget.txt.
+on the held-out validation clips). Budgets are read from EXP_DIR/<contender>/budget.txt. Reports of
+run.sh --more (EXP_DIR/<contender>/report_more/report.json) make a second table, EXP_DIR/ladder_more.md.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ def _budget(d: Path) -> str:
     return f.read_text().strip() if f.is_file() else ""
 
 
-def collect(exp: Path) -> list[dict]:
+def collect(exp: Path, report: str = "report") -> list[dict]:
+    """One row per contender and setting from EXP/<contender>/<report>/report.json: means and intervals."""
     rows = []
-    for rep in sorted(exp.glob("*/report/report.json")):
+    for rep in sorted(exp.glob(f"*/{report}/report.json")):
         contender = rep.parent.parent.name
         res = json.loads(rep.read_text())
         for s in res["settings"]:
@@ -118,7 +120,10 @@ def main(argv=None) -> int:
     exp = Path(argv[0])
     rows = collect(exp)
     (exp / "ladder.md").write_text(markdown(rows))
-    (exp / "ladder.json").write_text(json.dumps({"rows": rows, "curves": curves(exp)}, indent=1))
+    more = collect(exp, "report_more")  # run.sh --more: the same models on another corpus's clips
+    if more:
+        (exp / "ladder_more.md").write_text(markdown(more))
+    (exp / "ladder.json").write_text(json.dumps({"rows": rows, "more_rows": more, "curves": curves(exp)}, indent=1))
     c = curves(exp)
     if c:
         plot(c, exp / "ladder.png")
