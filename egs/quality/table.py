@@ -123,8 +123,8 @@ def main(argv=None) -> int:
     more = collect(exp, "report_more")  # run.sh --more: the same models on another corpus's clips
     if more:
         (exp / "ladder_more.md").write_text(markdown(more))
-    (exp / "ladder.json").write_text(json.dumps({"rows": rows, "more_rows": more, "curves": curves(exp)}, indent=1))
     c = curves(exp)
+    (exp / "ladder.json").write_text(json.dumps({"rows": rows, "more_rows": more, "curves": c}, indent=1))
     if c:
         plot(c, exp / "ladder.png")
     print(markdown(rows))
