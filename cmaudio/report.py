@@ -96,6 +96,7 @@ METRIC_LABELS = {
     "f0_rmse_cents": "F0 RMSE (cents)",
     "vuv_error": "V/UV error",
     "visqol": "ViSQOL",
+    "nmos": "Distill-MOS",
     "dnsmos_ovrl": "DNSMOS OVRL",
     "dnsmos_sig": "DNSMOS SIG",
     "periodicity_rmse": "periodicity RMSE",
@@ -535,15 +536,49 @@ def _draw_mel(ax, db: np.ndarray, sr: int, title: str | None, vmin: float = -80.
     return im
 
 
+NARROWBAND_N_FFT = 2048  # 93 ms at 22.05 kHz: resolves the harmonics of speech (10.8 Hz bins)
+NARROWBAND_HOP = 128
+NARROWBAND_FMAX = 4000.0  # Hz: the band where harmonics are resolved and where Griffin-Lim-like phase blurs them
+
+
+def _narrowband_db(audio: np.ndarray, sr: int) -> tuple[np.ndarray, float]:
+    """|STFT| in dB re the clip's peak (80 dB range), Hann window of NARROWBAND_N_FFT samples, hop
+    NARROWBAND_HOP, bins 0..NARROWBAND_FMAX Hz -> ((bins, frames), highest frequency shown in Hz)."""
+    n_fft = NARROWBAND_N_FFT
+    if audio.shape[0] < n_fft:
+        audio = np.pad(audio, (0, n_fft - audio.shape[0]))
+    frames = 1 + (audio.shape[0] - n_fft) // NARROWBAND_HOP
+    idx = np.arange(n_fft)[None, :] + NARROWBAND_HOP * np.arange(frames)[:, None]
+    mag = np.abs(np.fft.rfft(audio[idx] * np.hanning(n_fft + 1)[:-1], axis=1)).T  # (bins, frames)
+    top_bin = min(mag.shape[0] - 1, int(NARROWBAND_FMAX * n_fft / sr))
+    mag = mag[: top_bin + 1]
+    peak = float(mag.max()) if mag.size and mag.max() > 0 else 1.0
+    db = 20.0 * np.log10(np.maximum(mag / peak, 1e-4))
+    return db, top_bin * sr / n_fft
+
+
 def spectrogram_png(audio, sr: int, path: str | Path, title: str | None = None) -> Path:
-    """Draw an 80-band log-mel spectrogram (n_fft 1024, hop 256, fmax sr/2; dB re the clip's peak,
-    80 dB range) of a 1-D waveform to a small PNG at `path` (atomic). Returns the path."""
+    """Draw, side by side, an 80-band log-mel spectrogram (n_fft 1024, hop 256, fmax sr/2; dB re the
+    clip's peak, 80 dB range) and a narrowband linear-frequency one (|STFT|, n_fft 2048, hop 128, 0-4 kHz,
+    dB re its peak, 80 dB range) of a 1-D waveform to a small PNG at `path` (atomic). Returns the path.
+
+    The mel view is what the mel projection forces to match; the narrowband view shows what it hides:
+    whether the harmonics stay separate lines up to a few kHz (a natural phase) or blur (Griffin-Lim-like)."""
     x = _as_signal(audio, "audio")
-    db, _ = _log_mel_db(x, int(sr))
-    fig = _new_figure(5.0, 2.0)
-    ax = fig.add_subplot(1, 1, 1)
-    _draw_mel(ax, db, int(sr), title)
+    sr = int(sr)
+    db, _ = _log_mel_db(x, sr)
+    fig = _new_figure(9.0, 2.0)
+    ax = fig.add_subplot(1, 2, 1)
+    _draw_mel(ax, db, sr, title)
     ax.set_xlabel("time (s)", fontsize=7)
+    nb, fmax = _narrowband_db(x, sr)
+    ax2 = fig.add_subplot(1, 2, 2)
+    duration = max(x.shape[0], NARROWBAND_N_FFT) / sr
+    ax2.imshow(nb, origin="lower", aspect="auto", cmap="magma", vmin=-80.0, vmax=0.0,
+               extent=(0, duration, 0, fmax / 1000.0), interpolation="nearest")
+    ax2.set_ylabel("kHz (narrowband)", fontsize=7)
+    ax2.set_xlabel("time (s)", fontsize=7)
+    ax2.tick_params(labelsize=6)
     fig.tight_layout()
     return _save_png(fig, path)
 
@@ -614,7 +649,7 @@ th, td { border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; font-siz
 th { background: #f3f3f3; }
 td.num { text-align: right; white-space: nowrap; }
 .utt td { text-align: center; }
-.utt img { width: 320px; display: block; margin-top: 4px; }
+.utt img { width: 480px; display: block; margin-top: 4px; }
 .scores { font-size: 0.75em; color: #555; text-align: left; }
 .defs { font-size: 0.85em; max-width: 70em; }
 """
@@ -635,7 +670,8 @@ def write_html(results: Mapping, out_dir: str | Path) -> Path:
     """Write out_dir/report.html: a self-contained listening page (inline CSS, no scripts, no external
     resources). It shows meta, the metrics table, the quality-vs-NFE plot if present, the metric
     definitions, then one table per utterance: ground truth and every setting side by side, each with an
-    <audio controls> player, its spectrogram and its per-utterance scores. All src attributes are paths
+    <audio controls> player, its spectrograms (log-mel and narrowband, `spectrogram_png`) and its
+    per-utterance scores. All src attributes are paths
     relative to the report directory. Returns the path."""
     res = _summarized(results)
     out_dir = Path(out_dir)
@@ -676,7 +712,7 @@ def write_html(results: Mapping, out_dir: str | Path) -> Path:
                 cell.append(f'<audio controls preload="none" src="{_src(audio[utt])}"></audio>')
             spec = (specs.get(key) or {}).get(utt)
             if spec:
-                cell.append(f'<img src="{_src(spec)}" alt="{esc(key)} {esc(utt)} log-mel spectrogram" loading="lazy">')
+                cell.append(f'<img src="{_src(spec)}" alt="{esc(key)} {esc(utt)} log-mel and narrowband spectrograms" loading="lazy">')
             scores = per.get(utt)
             if scores:
                 items = ", ".join(f"{METRIC_LABELS.get(m, m)} {_fmt_number(scores[m])}" for m in _metric_order(scores))

@@ -65,7 +65,7 @@ def test_compute_all_names_and_perfect(speech):
         assert abs(out[n] - M.PERFECT_SCORE[n]) <= (0.01 if n == "pesq" else 1e-6), (n, out[n])
     assert set(M.HIGHER_IS_BETTER) == set(M.METRIC_NAMES) == set(M.METRIC_DEFINITIONS)
     assert set(M.GRIFFINLIM_FOOLED) == set(M.METRIC_NAMES)
-    assert set(M.PERFECT_SCORE) == set(M.METRIC_NAMES) - {"visqol", "dnsmos_ovrl", "dnsmos_sig"}
+    assert set(M.PERFECT_SCORE) == set(M.METRIC_NAMES) - {"visqol", "nmos", "dnsmos_ovrl", "dnsmos_sig"}
     assert M.HIGHER_IS_BETTER["pesq"] and M.HIGHER_IS_BETTER["stoi"] and not M.HIGHER_IS_BETTER["mcd"]
 
 
@@ -264,6 +264,32 @@ def test_dnsmos_recording_beats_noisy_and_noise(speech, noisy):
     assert clean["dnsmos_sig"] > noise["dnsmos_sig"] + 1.0, (clean, noise)
 
 
+def test_nmos_hears_noise_and_phase_not_level(speech, noisy):
+    """Distill-MOS: the recording above noisy speech above noise; Griffin-Lim of the recording's own mel (the
+    same magnitude, PESQ/log-mel L1 near a neural vocoder's) clearly below it; the level does not matter."""
+    import torch
+
+    from cmaudio.baselines import griffinlim
+    from cmaudio.features import MelSpectrogram
+
+    y, sr = speech
+    clean, at10, noise = M.nmos(y, sr), M.nmos(noisy[10], sr), M.nmos(noisy[10] - y, sr)
+    assert all(1.0 <= v <= 5.0 for v in (clean, at10, noise)), (clean, at10, noise)
+    assert clean > at10 + 1.0 and at10 > noise, (clean, at10, noise)
+    assert M.nmos(0.3 * y, sr) == pytest.approx(clean, abs=1e-3)  # the model scales each segment to unit peak
+    gl = griffinlim(MelSpectrogram("hifigan")(torch.from_numpy(y).float()[None])[0], n_iter=64).reshape(-1)
+    assert M.logmel_l1(y, gl.numpy(), sr) < 0.2  # the magnitude is right ...
+    assert M.nmos(gl.numpy(), sr) < clean - 0.5  # ... and the naturalness metric still hears the phase
+    assert M.compute_all(y, y, sr, metrics=["nmos"]) == {"nmos": pytest.approx(clean, abs=1e-6)}
+
+
+def test_nmos_bad_input():
+    for bad, match in [(np.zeros(0), "empty"), (np.full(8000, np.nan), "NaN"), (np.zeros(16000), "all zeros"),
+                       (GOOD[:2000], "too short")]:
+        with pytest.raises(DataError, match=match):
+            M.nmos(bad, 16000)
+
+
 def test_periodicity_identical_perfect_noise_worse(speech, noisy):
     y, sr = speech
     same = M.periodicity_metrics(y, y.copy(), sr, model="tiny")
@@ -312,13 +338,14 @@ def test_missing_package_is_one_line_naming_the_extra(speech, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("torchcrepe", "ai_edge_litert") else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("torchcrepe", "ai_edge_litert", "distillmos") else real(name, *a))
     monkeypatch.setattr(M, "pesq_wb", lambda *a: pytest.fail("computed a metric before checking packages"))
     y, sr = speech
     with pytest.raises(M.MissingPackageError) as e:
-        M.compute_all(y, y, sr, metrics=["pesq", "visqol", "vuv_f1"])
+        M.compute_all(y, y, sr, metrics=["pesq", "visqol", "nmos", "vuv_f1"])
     msg = str(e.value)
     assert "\n" not in msg and "pip install 'cmaudio[eval]'" in msg
     assert "torchcrepe (for vuv_f1)" in msg and "visqol-python[lattice] (for visqol)" in msg
+    assert "distillmos (for nmos)" in msg
     assert isinstance(e.value, CmaudioError)
     M.require(["pesq", "mrstft"])  # installed: no error

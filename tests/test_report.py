@@ -192,12 +192,27 @@ def test_spectrogram_and_comparison_png(tmp_path):
     w1, h1 = _png_size(p1)
     w2, h2 = _png_size(p2)
     assert h2 > h1  # two stacked panels
+    assert w1 > w2  # the mel and the narrowband view side by side
     _assert_valid_png(p1)
     _assert_valid_png(p2)
     assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave no temporaries
     with pytest.raises(DataError):
         R.spectrogram_png(np.array([np.nan, 0.0]), SR, tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_narrowband_view_resolves_harmonics():
+    """The narrowband panel (n_fft 2048) separates the harmonics of a 200 Hz voice that an 80-band mel merges:
+    each harmonic is a peak, the bins half-way between harmonics are far below it, nothing above 4 kHz."""
+    t = np.arange(SR) / SR
+    x = sum(np.sin(2 * np.pi * 200.0 * k * t) / k for k in range(1, 30))
+    db, fmax = R._narrowband_db(x, SR)
+    assert 3990.0 <= fmax <= 4000.0 and db.max() == pytest.approx(0.0)
+    hz = np.arange(db.shape[0]) * SR / R.NARROWBAND_N_FFT
+    for k in range(1, 19):  # harmonics up to 3.6 kHz
+        on = db[np.argmin(abs(hz - 200.0 * k))].mean()
+        off = db[np.argmin(abs(hz - 200.0 * k - 100.0))].mean()
+        assert on > off + 30.0, (k, on, off)
 
 
 def test_plot_single_nfe_and_missing_metric(results, tmp_path):

@@ -249,3 +249,14 @@ def test_sigterm_writes_a_checkpoint_and_exits(tmp_path):
     assert last.startswith("error: stopped by signal") and "--resume" in last and "Traceback" not in err
     c = ckpt.latest_valid(tmp_path)
     assert c is not None and ckpt.read_meta(c)["step"] >= 1
+
+
+def test_validation_records_naturalness_of_the_validation_clips(tmp_path):
+    """Validation (the run's val split only) logs Distill-MOS beside MR-STFT and log-mel L1 for 1 and 2 steps."""
+    res = train(tiny_cfg("mini_ct.yaml", "train.max_steps=1", "data.max_val_utterances=1"), tmp_path / "r",
+                progress=False)
+    for name in ("1step", "2step"):
+        assert 1.0 <= res.val[f"val/{name}_nmos"] <= 5.0
+        assert res.val[f"val/{name}_logmel_l1"] > 0
+    rows = (tmp_path / "r" / "metrics.jsonl").read_text()
+    assert '"val/1step_nmos"' in rows

@@ -1,7 +1,9 @@
 """The waveform training domain: x = audio crops (B, 1, L), cond = their mel (B, n_mels, L / hop).
 
 Validation vocodes held-out utterances with the model being trained (through
-`cmaudio.vocoder.Vocoder`, so it sees what users will) and scores them with MR-STFT and log-mel L1.
+`cmaudio.vocoder.Vocoder`, so it sees what users will) and scores them with MR-STFT and log-mel L1, and,
+where the eval extra is installed, with Distill-MOS (naturalness, ``val/<setting>_nmos``): the validation
+clips only, as a curve to watch; nothing is selected by it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from cmaudio.data import dataset_from_config, estimate_sigma_data, load_utteranc
 from cmaudio.domains.base import Domain, add_png, check_features
 from cmaudio.errors import CmaudioError
 from cmaudio.io import write_wav_atomic
-from cmaudio.metrics import logmel_l1, mrstft
+from cmaudio.metrics import MissingPackageError, logmel_l1, mrstft, nmos, require
 from cmaudio.report import comparison_png
 from cmaudio.vocoder import Vocoder
 
@@ -36,6 +38,12 @@ class WaveDomain(Domain):
         if self.dataset.bad:
             log(f"data: skipped {len(self.dataset.bad)} bad file(s) of {len(self.train_utts)}")
         self._val_audio: Optional[list] = None
+        try:
+            require(["nmos"])
+            self._val_nmos = True
+        except MissingPackageError:
+            self._val_nmos = False
+            log("validation: no Distill-MOS curve (install the eval extra: pip install 'cmaudio[eval]')")
 
     def sigma_data(self) -> float:
         return float(estimate_sigma_data(self.dataset.utterances, self.cfg.data.sample_rate))
@@ -88,6 +96,8 @@ class WaveDomain(Domain):
                 try:
                     scores.setdefault(f"val/{name}_mrstft", []).append(mrstft(ref_np, gen_np, sr))
                     scores.setdefault(f"val/{name}_logmel_l1", []).append(logmel_l1(ref_np, gen_np, sr))
+                    if self._val_nmos:
+                        scores.setdefault(f"val/{name}_nmos", []).append(nmos(gen_np, sr))
                 except CmaudioError:
                     pass
                 if i < 2:
