@@ -141,10 +141,23 @@ def test_ci_sized_mini_run_end_to_end(tmp_path):
     assert "Done. Outputs in" in res.stdout
 
 
-def _report(path, settings, higher):
-    path.write_text(json.dumps({"settings": [{"name": n, "per_utterance": pu} for n, pu in settings.items()],
-                                "higher_is_better": higher}))
+def _report(path, settings, higher, ground_truth=None):
+    rep = {"settings": [{"name": n, "per_utterance": pu} for n, pu in settings.items()], "higher_is_better": higher}
+    if ground_truth is not None:
+        rep["ground_truth"] = {"per_utterance": ground_truth}
+    path.write_text(json.dumps(rep))
     return path
+
+
+def test_quality_paired_comparison_against_the_recordings(tmp_path):
+    """The recordings' row (ground_truth) pairs with a setting: Distill-MOS d = setting - recording per clip."""
+    a = _report(tmp_path / "a.json", {"cm-1step": {"u1": {"nmos": 3.0}, "u2": {"nmos": 3.5}}}, {"nmos": True},
+                ground_truth={"u1": {"nmos": 4.0}, "u2": {"nmos": 4.5}})
+    res = subprocess.run([sys.executable, "egs/quality/paired.py", f"{a}:ground_truth", f"{a}:cm-1step"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    row = [c.strip() for c in next(x for x in res.stdout.splitlines() if x.startswith("| nmos")).split("|")[1:-1]]
+    assert row[1] == "2" and row[4] == "-1.0000 ± 0.0000" and row[5] == "0 of 2"
 
 
 def test_quality_paired_comparison_is_the_per_clip_difference(tmp_path):

@@ -3,7 +3,9 @@
     python egs/quality/paired.py REPORT_A.json:SETTING_A REPORT_B.json:SETTING_B [--metrics m1,m2]
 
 REPORT is a report.json written by `cmaudio evaluate` (or a report directory holding one); SETTING is one
-of its rows (e.g. ``cm-1step``, ``cm-2step``, ``griffinlim-64``). The two may come from one report (1 against
+of its rows (e.g. ``cm-1step``, ``cm-2step``, ``griffinlim-64``) or ``ground_truth``, the recordings' own
+scores (for the non-intrusive metrics, Distill-MOS ``nmos`` and DNSMOS: how far a vocoder is from the
+recordings it copies, clip by clip). The two may come from one report (1 against
 2 steps of one model) or from two reports of the same clips (two models). For each metric the script
 prints both means, the mean per-clip difference d = B - A with its two-sided 95 % Student-t interval
 (cmaudio.metrics.mean_ci95 over the per-clip differences), and on how many clips B is better (by the
@@ -51,6 +53,8 @@ def load_setting(spec: str) -> tuple[str, dict[str, dict[str, float]], dict[str,
     if not isinstance(rep, dict) or not isinstance(rep.get("settings"), list):
         raise UsageError(f"{p}: not a cmaudio evaluate report (no settings)")
     names = [s.get("name") for s in rep["settings"] if isinstance(s, dict)]
+    if name == "ground_truth" and isinstance(rep.get("ground_truth"), dict):
+        return spec, rep["ground_truth"].get("per_utterance") or {}, rep.get("higher_is_better") or {}
     for s in rep["settings"]:
         if isinstance(s, dict) and s.get("name") == name:
             return spec, s.get("per_utterance") or {}, rep.get("higher_is_better") or {}

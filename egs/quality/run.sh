@@ -17,9 +17,9 @@
 #   ablation: what the consistency term adds, above all at 2 and 4 steps).
 #   vocosNN: the Vocos GAN peer (egs/quality/vocos_peer.py: the vocos package's generator, MPD/MRD and losses).
 # --more DIR also scores each trained contender (and Griffin-Lim) on every clip of the ljspeech-format corpus
-#   DIR, first 4 s, at 1 and 2 steps, into $exp/NAME/report_more (table: $exp/ladder_more.md), with the six
-#   cheaper metrics (no ViSQOL, no CREPE). Three held-out clips give each mean a wide interval; more clips
-#   give power to paired comparisons (egs/quality/paired.py). DIR must hold none of the embedded clips (the
+#   DIR, first 4 s, at 1 and 2 steps, into $exp/NAME/report_more (table: $exp/ladder_more.md), with the seven
+#   cheaper metrics (Distill-MOS first; no ViSQOL, no CREPE). Three held-out clips give each mean a wide
+#   interval; more clips give power to paired comparisons (egs/quality/paired.py). DIR must hold none of the embedded clips (the
 #   script refuses it), e.g. the rest of LJSpeech. Not for the Vocos peer (its own evaluation path).
 # --jobs N runs N contenders side by side (each with --threads torch threads, default 2 / N): on a
 # 2-core machine use --jobs 2 --threads 1 and compare only rows measured the same way.
@@ -50,7 +50,7 @@ export OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads"
 all="ict30 vocos30 gl cd30 extras30 ict10 cd10 vocos10 extras10 before10"
 [ -n "$only" ] || only="$all"
 evalargs=(--steps 1,2,4 --split heldout --max-seconds 4)  # issue 14's protocol: the first 4 s of each clip
-moremetrics=pesq,stoi,logmel_l1,mrstft,mcd,dnsmos_ovrl
+moremetrics=nmos,pesq,stoi,logmel_l1,mrstft,mcd,dnsmos_ovrl
 moreargs=(--steps 1,2 --split all --max-seconds 4 --metrics "$moremetrics")
 if [ -n "$more" ]; then
   [ -f "$more/metadata.csv" ] && [ -d "$more/wavs" ] || { echo "--more $more: not an ljspeech-format corpus (metadata.csv, wavs/)" >&2; exit 2; }

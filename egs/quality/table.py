@@ -5,7 +5,9 @@
 Reads EXP_DIR/<contender>/report/report.json (written by `cmaudio evaluate` or
 egs/quality/vocos_peer.py --evaluate) and, for the curve, the metrics.jsonl of each training run
 under EXP_DIR/<contender>/run*/ (val/1step_logmel_l1 and val/1step_mrstft against val/minutes,
-on the held-out validation clips). Budgets are read from EXP_DIR/<contender>/budget.txt. Reports of
+on the held-out validation clips; val/1step_nmos, Distill-MOS, where the run logged it). The recordings'
+own scores (the reports' ground-truth row; Distill-MOS and DNSMOS are their quality) are a row of their own,
+taken once from the first report that has them. Budgets are read from EXP_DIR/<contender>/budget.txt. Reports of
 run.sh --more (EXP_DIR/<contender>/report_more/report.json) make a second table, EXP_DIR/ladder_more.md.
 """
 
@@ -16,6 +18,7 @@ import sys
 from pathlib import Path
 
 COLUMNS = [  # (metric key, header, format)
+    ("nmos", "Distill-MOS", "{:.2f}"),
     ("pesq", "PESQ-wb", "{:.2f}"),
     ("stoi", "STOI", "{:.3f}"),
     ("visqol", "ViSQOL", "{:.2f}"),
@@ -39,6 +42,11 @@ def collect(exp: Path, report: str = "report") -> list[dict]:
     for rep in sorted(exp.glob(f"*/{report}/report.json")):
         contender = rep.parent.parent.name
         res = json.loads(rep.read_text())
+        gt = (res.get("ground_truth") or {}).get("summary") or {}
+        if gt and not any(r["contender"] == "recordings" for r in rows):
+            rows.append({"contender": "recordings", "setting": "ground truth", "budget": "",
+                         "n": max((v.get("n", 0) for v in gt.values()), default=0), "xrt": None,
+                         **{m: (gt[m]["mean"], gt[m]["ci95"]) for m in gt}})
         for s in res["settings"]:
             if contender == "gl" and not s["name"].startswith("griffinlim"):
                 continue  # the gl report carries a model row only to fix the held-out split
@@ -65,8 +73,9 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def curves(exp: Path) -> dict[str, list[tuple[float, float, float]]]:
-    """contender -> [(minutes, val log-mel L1, val MR-STFT)] over its training run(s), the teacher's minutes
+def curves(exp: Path) -> dict[str, list[tuple[float, float, float, float]]]:
+    """contender -> [(minutes, val log-mel L1, val MR-STFT, val Distill-MOS or NaN)] over its training run(s), the
+    teacher's minutes
     first for CD (runs are read in name order and their minutes chained)."""
     out = {}
     for d in sorted(p for p in exp.iterdir() if p.is_dir()):
@@ -80,7 +89,8 @@ def curves(exp: Path) -> dict[str, list[tuple[float, float, float]]]:
                 row = json.loads(line)
                 if "val/minutes" in row and "val/1step_logmel_l1" in row:
                     last = row["val/minutes"]
-                    pts.append((offset + last, row["val/1step_logmel_l1"], row.get("val/1step_mrstft", float("nan"))))
+                    pts.append((offset + last, row["val/1step_logmel_l1"], row.get("val/1step_mrstft", float("nan")),
+                                row.get("val/1step_nmos", float("nan"))))
                 elif "val/minutes" in row:  # a teacher: its minutes count, its scores are not the student's
                     last = row["val/minutes"]
             offset += last
@@ -95,12 +105,13 @@ def plot(curv: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for name, pts in curv.items():
         t = [p[0] for p in pts]
-        axes[0].plot(t, [p[1] for p in pts], marker="o", label=name)
-        axes[1].plot(t, [p[2] for p in pts], marker="o", label=name)
-    for ax, title in zip(axes, ["held-out 1-step log-mel L1", "held-out 1-step MR-STFT"]):
+        for k, ax in enumerate(axes, start=1):
+            ax.plot(t, [p[k] if len(p) > k else float("nan") for p in pts], marker="o", label=name)
+    for ax, title in zip(axes, ["validation 1-step log-mel L1", "validation 1-step MR-STFT",
+                                "validation 1-step Distill-MOS"]):
         ax.set_xlabel("training minutes (wall clock)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
