@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from cmaudio import checkpoint as ckpt
 from cmaudio.baselines import mel_inverse_operator
@@ -33,6 +33,7 @@ from cmaudio.nets import build_net
 from cmaudio.nets.discriminators import MultiDiscriminator
 from cmaudio.objectives import AdversarialTerm, CDObjective, CTObjective, DSMObjective, build_distance
 from cmaudio.param import KarrasParam
+from cmaudio.projection import mel_projection
 
 
 role_of = kind_of  # the older name of checkpoint.kind_of: 'denoiser' for the DSM teacher, 'consistency' for CD/CT/iCT
@@ -170,7 +171,7 @@ def build_objective(cfg: Config, model: nn.Module, teacher: Optional[nn.Module] 
         return DSMObjective(model, p_mean=o.p_mean, p_std=o.p_std, cond_dropout=m.cond_dropout)
     def distance_of(weights: dict) -> nn.Module:
         needs_mel = bool(weights.get("mel_l1"))
-        for name in ("mel_l1", "phase"):
+        for name in ("mel_l1", "phase", "proj"):
             if weights.get(name) and m.domain != "wave":
                 raise ConfigError(f"the {name} distance is for waveform models (model.domain wave)")
         preset = get_preset(cfg.features.preset)
@@ -185,6 +186,7 @@ def build_objective(cfg: Config, model: nn.Module, teacher: Optional[nn.Module] 
                 mel=MelSpectrogram(cfg.features.preset) if needs_mel else None,
                 phase_n_fft=preset.n_fft,
                 phase_hop=preset.hop_length,
+                project=_projector(cfg.features.preset, o.proj_iters) if weights.get("proj") else None,
             )
         except ValueError as e:
             raise ConfigError(f"objective: {e}") from None
@@ -198,6 +200,18 @@ def build_objective(cfg: Config, model: nn.Module, teacher: Optional[nn.Module] 
     except ValueError as e:
         raise ConfigError(f"objective: {e}") from None
     return objective
+
+
+def _projector(preset: str, iters: int):
+    """project(x (B, T), y (B, T)) -> x after `iters` mel-projection iterations onto mel(y) (the proj distance's
+    target); T must be a whole number of the preset's hops (training crops are)."""
+    features = MelSpectrogram(preset)
+
+    def project(x: Tensor, y: Tensor) -> Tensor:
+        feats = features.to(x.device)
+        return mel_projection(x, feats(y), feats, iters)
+
+    return project
 
 
 def build_adversarial(cfg: Config) -> Optional[AdversarialTerm]:

@@ -111,6 +111,8 @@ class ObjectiveConfig:
     adv_resolution_width: int = 16  # MRD channels: Vocos uses 32, 3x the CPU cost
     adv_lr: float = 0.0002  # the discriminators' AdamW learning rate (constant)
     adv_betas: tuple[float, float] = (0.8, 0.99)  # HiFi-GAN's
+    # the proj distance's target: this many mel-projection iterations of the online output onto the crop's mel
+    proj_iters: int = 32
     mrstft_fft_sizes: tuple[int, ...] = (512, 1024, 2048)
     mrstft_hop_sizes: tuple[int, ...] = (128, 256, 512)
     mrstft_win_lengths: tuple[int, ...] = (512, 1024, 2048)
@@ -223,7 +225,7 @@ _CHOICES = {
 
 _PER_KIND = {("objective", "index_sampling"), ("objective", "weighting")}  # None = the objective kind's default
 
-DISTANCES = ("l2", "l1", "pseudo_huber", "mrstft", "mel_l1", "phase")
+DISTANCES = ("l2", "l1", "pseudo_huber", "mrstft", "mel_l1", "phase", "proj")
 
 
 def validate(cfg: Config) -> None:
@@ -259,6 +261,10 @@ def validate(cfg: Config) -> None:
                               + _suggest(name, DISTANCES))
         if not (w >= 0 and w < float("inf")):
             raise ConfigError(f"objective.recon.{name} must be a finite weight >= 0 (got {w})")
+    if not (isinstance(o.proj_iters, int) and not isinstance(o.proj_iters, bool)
+            and 1 <= o.proj_iters <= MAX_PROJECTION_ITERS):
+        raise ConfigError(f"objective.proj_iters must be a whole number of iterations in [1, {MAX_PROJECTION_ITERS}] "
+                          f"(got {o.proj_iters!r})")
     if not (o.consistency_weight >= 0 and o.consistency_weight < float("inf")):
         raise ConfigError(f"objective.consistency_weight must be finite and >= 0 (got {o.consistency_weight})")
     if o.consistency_weight == 0 and not any(w > 0 for w in o.recon.values()) and o.adversarial == 0 and o.kind != "dsm":

@@ -158,6 +158,25 @@ def test_phase_reconstruction_term_uses_the_preset_frames_and_is_refused_for_mel
         build_objective(mel, build_model(mel, 0.5))
 
 
+def test_projection_target_term_is_built_with_its_iterations_and_bounded():
+    """objective.recon.proj projects onto the crop's mel with objective.proj_iters iterations (1..64); a mel
+    decoder has no waveform to project, and a count outside the range is refused naming the key."""
+    from cmaudio.build import build_model, build_objective
+    from cmaudio.objectives.distances import ProjectionTarget
+
+    cfg = from_dict({"model": {"size": "tiny"}, "objective": {"kind": "ict", "recon": {"proj": 2.0}, "proj_iters": 3},
+                     "train": {"max_steps": 10}})
+    obj = build_objective(cfg, build_model(cfg, 0.087))
+    assert isinstance(obj.recon.terms["proj"], ProjectionTarget) and obj.recon.weights == {"proj": 2.0}
+    for bad in (0, 65, 2.5, True):
+        with pytest.raises(ConfigError, match="objective.proj_iters"):
+            from_dict({"objective": {"kind": "ict", "recon": {"proj": 1.0}, "proj_iters": bad}})
+    mel = from_dict({"model": {"size": "tiny", "domain": "mel"},
+                     "objective": {"kind": "ict", "recon": {"proj": 0.5}}, "train": {"max_steps": 10}})
+    with pytest.raises(ConfigError, match="proj distance is for waveform models"):
+        build_objective(mel, build_model(mel, 0.5))
+
+
 def test_misspelt_index_sampling_is_still_refused():
     with pytest.raises(ConfigError, match="objective.index_sampling"):
         from_dict({"objective": {"kind": "ict", "index_sampling": "log-normal"}})

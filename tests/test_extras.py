@@ -325,3 +325,32 @@ def test_framenet_prior_exact_boundary_and_config_errors():
         replace(Config(), model={"net": "framenet", "frame_prior_iters": -1})
     with pytest.raises(ConfigError, match="n_fft"):
         _prior_model(iters=2, frame_n_fft=512)
+
+
+def test_projection_target_distance():
+    """proj: 0 at a fixed point (a recording against its own mel), the relative squared error against its
+    projection otherwise, and no gradient through the target (d/dx = 2 (x - t) / sum t^2 exactly)."""
+    from pathlib import Path
+
+    import soundfile as sf
+
+    from cmaudio.build import _projector
+    from cmaudio.objectives.distances import ProjectionTarget
+
+    wav = Path(__file__).resolve().parents[1] / "egs/mini/data/ljspeech_mini/wavs/LJ001-0013.wav"
+    y = torch.from_numpy(sf.read(str(wav), dtype="float32")[0][: 2 * 8192]).reshape(2, 1, 8192)
+    project = _projector("hifigan", 4)
+    d = build_distance({"proj": 1.0}, project=project)
+    assert d(y, y).abs().max() < 1e-8
+    x = (0.5 * y + 0.01 * torch.randn(y.shape, generator=torch.Generator().manual_seed(0))).requires_grad_(True)
+    t = project(x.detach().reshape(2, -1), y.reshape(2, -1))
+    loss = d(x, y)
+    ref = ((x.detach().reshape(2, -1) - t) ** 2).sum(1) / (t ** 2).sum(1)
+    assert torch.allclose(loss, ref, rtol=1e-5) and (loss > 1e-3).all()
+    loss.sum().backward()
+    assert torch.allclose(x.grad.reshape(2, -1), 2 * (x.detach().reshape(2, -1) - t) / (t ** 2).sum(1, keepdim=True),
+                          rtol=1e-4, atol=1e-9)
+    with pytest.raises(ValueError, match="projector"):
+        build_distance({"proj": 1.0})
+    with pytest.raises(ValueError, match="padded"):
+        ProjectionTarget(project)(x, y, torch.zeros(2, 1, 8192))

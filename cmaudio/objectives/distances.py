@@ -11,13 +11,18 @@ Every distance maps x, y of shape (B, C, T) (and an optional (B, 1, T) validity 
 | `mrstft`       | auraloss MultiResolutionSTFTLoss (spectral convergence + log magnitude)  | replaces LPIPS |
 | `mel_l1`       | mean abs difference of the log-mels of x and y (the model's own features)| HiFi-GAN's mel loss |
 | `phase`        | anti-wrapped phase, group-delay and inst.-frequency errors, |Y|-weighted  | APNet (Ai & Ling 2023) eqs. 7-9 |
+| `proj`         | sum (x - P(x))^2 / sum P(x)^2, P(x) = x projected onto y's mel, no gradient through P | cmaudio (projection target) |
 
 For `pseudo_huber`, dim is the number of valid elements of the item. iCT chose 0.00054 sqrt(d)
 for images in [-1, 1] (sigma_data = 0.5); `c_scale` lets an objective scale c with its data
 (cmaudio passes sigma_data / 0.5), so the quadratic-to-linear transition sits at the same
 relative error. `mrstft` and `mel_l1` are for waveforms (C = 1) of equal length (masks are not
 supported); `mel_l1` needs the mel module (B, T) -> (B, n_mels, frames) passed in by the caller.
-`phase` is for waveforms too (y is the reference whose magnitudes weight the bins).
+`phase` is for waveforms too (y is the reference whose magnitudes weight the bins). `proj` needs the
+caller's projector ``project(x (B, T), y (B, T)) -> (B, T)`` (build.py passes K iterations of
+cmaudio.projection.mel_projection of x onto mel(y)): it teaches the network to emit, in one pass, the
+waveform that K projection iterations would make of its own output, phase included (the iterations move
+the phase the way Griffin-Lim does, from the network's start).
 
 `CombinedDistance({name: weight})` is their weighted sum. Imports nothing else of cmaudio.
 """
@@ -195,6 +200,25 @@ class PhaseDistance(nn.Module):
         return ip, gd, iaf
 
 
+class ProjectionTarget(nn.Module):
+    """`proj`: per-item relative squared error of x against its own mel projection, sum (x - t)^2 / sum t^2 with
+    t = project(x, y) computed without gradient (a fixed target, as the CM target network is), for waveforms
+    (B, 1, T). 0 when x is already a fixed point of the projection; the ratio makes it level-free."""
+
+    def __init__(self, project) -> None:
+        super().__init__()
+        self.project = project
+
+    def forward(self, x: Tensor, y: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        if mask is not None and not bool(mask.all()):
+            raise ValueError("the proj distance does not support padded batches; use l2/l1/pseudo_huber")
+        B = x.shape[0]
+        xf = x.float().reshape(B, -1)
+        with torch.no_grad():
+            t = self.project(xf.detach(), y.float().reshape(B, -1)).reshape(B, -1)
+        return (xf - t).pow(2).sum(1) / t.pow(2).sum(1).clamp_min(1e-8)
+
+
 class CombinedDistance(nn.Module):
     """Weighted sum of named distances: {"pseudo_huber": 1.0, "mrstft": 0.5} -> (B,)."""
 
@@ -222,10 +246,12 @@ def build_distance(
     mel: Optional[nn.Module] = None,
     phase_n_fft: int = 1024,
     phase_hop: int = 256,
+    project=None,
 ) -> CombinedDistance:
     """Build `CombinedDistance` from {name: weight}; names: l2, l1, pseudo_huber, mrstft, mel_l1
     (which needs `mel`, a (B, T) -> (B, n_mels, frames) log-mel module), phase (STFT of `phase_n_fft`,
-    hop `phase_hop`: the features preset's). Zero weights drop the term."""
+    hop `phase_hop`: the features preset's), proj (which needs `project`, see ProjectionTarget). Zero weights
+    drop the term."""
     terms: dict[str, nn.Module] = {}
     weights = {k: float(v) for k, v in weights.items() if v != 0}
     if not weights:
@@ -247,6 +273,10 @@ def build_distance(
             terms[name] = MelL1(mel)
         elif name == "phase":
             terms[name] = PhaseDistance(phase_n_fft, phase_hop)
+        elif name == "proj":
+            if project is None:
+                raise ValueError("the proj distance needs a projector (waveform models with a mel cond only)")
+            terms[name] = ProjectionTarget(project)
         else:
-            raise ValueError(f"unknown distance {name!r}; valid: l2, l1, pseudo_huber, mrstft, mel_l1, phase")
+            raise ValueError(f"unknown distance {name!r}; valid: l2, l1, pseudo_huber, mrstft, mel_l1, phase, proj")
     return CombinedDistance(terms, weights)
