@@ -65,10 +65,10 @@ GRIFFINLIM_ITERS = (32, 64)
 #: Fast Griffin-Lim momentum (Perraudin et al. 2013; librosa.griffinlim's default).
 GRIFFINLIM_MOMENTUM = 0.99
 #: Fast Griffin-Lim iterations after PGHI that `cmaudio evaluate --baseline pghi` reports besides plain
-#: PGHI (rows pghi, pghi+gl32).
+#: PGHI (rows pghi, pghi-gl32).
 PGHI_GL_ITERS = (0, 32)
 #: Gaussian approximation of a Hann window of L samples: lambda = PGHI_HANN_LAMBDA * L^2 (samples^2),
-#: Prusa et al. 2017 (Table I).
+#: as in Prusa et al. 2017 and LTFAT's pghi.
 PGHI_HANN_LAMBDA = 0.25645
 _METHODS = ("nnls", "pinv")
 
@@ -301,7 +301,7 @@ def pghi_phase(
             integrated and get a uniform random phase; the log-magnitude is floored there too.
         seed / generator: that random phase; a generator wins over seed.
 
-    Returns (B, n_fft // 2 + 1, frames) float64 phase in radians (not wrapped) in the convention of
+    Returns (B, n_fft // 2 + 1, frames) float64 CPU phase in radians (not wrapped) in the convention of
     `PresetFraming.analysis` (torch.stft: phase measured from each frame's first sample), so that
     ``PresetFraming.synthesis(mag * exp(i phase))`` is the PGHI waveform. Deterministic. Cost: a
     Python heap loop over the significant coefficients, about 0.3 s per 100k coefficients on one CPU
