@@ -383,7 +383,8 @@ def evaluate(
     device: str = typer.Option("cpu", "--device"),
     seed: int = typer.Option(0, "--seed"),
     baseline: List[str] = typer.Option([], "--baseline", help="add training-free rows: griffinlim (32 and 64 "
-                                       "iterations on the same mel); without -m only the baselines are scored"),
+                                       "iterations on the same mel), pghi (phase-gradient heap integration, and "
+                                       "pghi-gl32); without -m only the baselines are scored"),
     preset: Optional[str] = typer.Option(None, "--preset", help="mel preset for baselines without -m (default hifigan)"),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="comma-separated metric names (default: all)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a report that already exists in -o"),

@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from cmaudio.baselines import GRIFFINLIM_ITERS, griffinlim
+from cmaudio.baselines import GRIFFINLIM_ITERS, PGHI_GL_ITERS, griffinlim, pghi
 from cmaudio.config import Config, DataConfig
 from cmaudio.data import list_utterances, load_utterance_audio, split_utterances
 from cmaudio.errors import ConfigError, DataError
@@ -33,7 +33,7 @@ from cmaudio.report import write_report
 from cmaudio.vocoder import Vocoder
 
 
-BASELINES = ("griffinlim",)
+BASELINES = ("griffinlim", "pghi")
 
 
 def held_out_utterances(source, root: str, fmt: str, split: str = "val", limit: Optional[int] = None):
@@ -93,7 +93,9 @@ def evaluate(
     Rows: the ground truth (every metric of each recording against itself; DNSMOS is its own
     quality), each model at each step count, and for ``baselines=("griffinlim",)`` one row per
     Griffin-Lim iteration count (``griffinlim-32``, ``griffinlim-64``: cmaudio.baselines on the same
-    mel, NFE column = iterations, no network). With baselines and no `model_dir` only the ground
+    mel, NFE column = iterations, no network); ``"pghi"`` adds ``pghi`` (phase-gradient heap integration,
+    non-iterative: NFE 1, the one synthesis) and ``pghi-gl32`` (32 fast Griffin-Lim iterations from the
+    PGHI phase: NFE 1 + 32), family ``pghi``. With baselines and no `model_dir` only the ground
     truth and the baselines are scored, on `preset`'s mel (default hifigan) and the default split
     rule (``Config().data``); without baselines a missing `model_dir` means the shipped default model.
     ``with_default=True`` adds the shipped default model's rows (family ``default``, the same step counts)
@@ -214,6 +216,17 @@ def evaluate(
                        "note": f"Griffin-Lim baseline, {n} iterations on the same mel (NFE = iterations; no network, "
                                "no training)", "per_utterance": {}, "audio": {}}
             run_setting(setting, lambda i, mel, n=n: griffinlim(mel.cpu(), p, n_iter=n, seed=seed + i)[0],
+                        torch.device("cpu"))
+    if "pghi" in baselines:
+        for n in PGHI_GL_ITERS:
+            name = "pghi" if n == 0 else f"pghi-gl{n}"
+            note = ("PGHI baseline: phase-gradient heap integration on the same mel's pseudo-inverse magnitude, "
+                    "non-iterative (NFE 1 = its one synthesis; no network, no training)")
+            if n:
+                note += f", then {n} fast Griffin-Lim iterations from that phase (NFE 1 + {n})"
+            setting = {"name": name, "family": "pghi", "nfe": 1 + n, "steps": None, "note": note,
+                       "per_utterance": {}, "audio": {}}
+            run_setting(setting, lambda i, mel, n=n: pghi(mel.cpu(), p, gl_iters=n, seed=seed + i)[0],
                         torch.device("cpu"))
     paths = write_report(results, out_dir)
     results["paths"] = {k: str(path) for k, path in paths.items() if not isinstance(path, dict)}

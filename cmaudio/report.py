@@ -30,6 +30,8 @@ names are carried through unannotated.
 A setting whose family is ``griffinlim`` (cmaudio.baselines; NFE = iterations) is the training-free floor:
 the table and page then say which metrics it fools (cmaudio.metrics.GRIFFINLIM_FOOLED) and, where model
 settings are present too, on which metrics it scored at least as well as the best of them in this run.
+Family ``pghi`` (phase-gradient heap integration, NFE 1 + Griffin-Lim iterations) is a training-free baseline
+too: a row like any other, never counted as a model setting in those sentences.
 Ground-truth scores (``ground_truth.per_utterance``, the recordings against themselves; DNSMOS is their
 own quality) form the first table row.
 
@@ -104,6 +106,8 @@ METRIC_LABELS = {
 }
 
 GRIFFINLIM_FAMILY = "griffinlim"
+#: Families of training-free baselines (cmaudio.baselines): never counted as model settings.
+BASELINE_FAMILIES = (GRIFFINLIM_FAMILY, "pghi")
 
 RTF_DEFINITION = (
     "RTF = compute seconds / generated audio seconds (lower is better); xRT = 1 / RTF, "
@@ -368,7 +372,7 @@ def griffinlim_notes(results: Mapping) -> list[str]:
     gl = [s for s in res["settings"] if (s.get("family") or _family(s)) == GRIFFINLIM_FAMILY]
     if not gl:
         return []
-    models = [s for s in res["settings"] if (s.get("family") or _family(s)) != GRIFFINLIM_FAMILY]
+    models = [s for s in res["settings"] if (s.get("family") or _family(s)) not in BASELINE_FAMILIES]
     label = lambda ms: ", ".join(METRIC_LABELS.get(m, m) for m in ms)  # noqa: E731
     fooled = [m for m in res["metrics"] if GRIFFINLIM_FOOLED.get(m) is True]
     honest = [m for m in res["metrics"] if GRIFFINLIM_FOOLED.get(m) is False]
