@@ -132,6 +132,13 @@ def _audio_inputs(inputs: List[Path], exts: tuple[str, ...]) -> list[Path]:
     return _unique(files)
 
 
+def _dest(root: Path, name: str, suffix: str) -> Path:
+    """root/<name><suffix> for an output named after an input, confined to root (cmaudio.io.confined_path)."""
+    from cmaudio.io import confined_path
+
+    return confined_path(root, name, suffix=suffix, what="output name")
+
+
 def _unique(files: list[Path]) -> list[Path]:
     """The same file named twice (a.npy a.npy, or a file and its directory) is processed once."""
     seen: set[Path] = set()
@@ -155,13 +162,13 @@ def mel(
     fe = MelSpectrogram(preset)
     check_out_dir(out)
     files = _audio_inputs(inputs, (".wav", ".flac", ".ogg"))
-    check_outputs([out / f"{f.stem}.npy" for f in files], inputs=files, overwrite=overwrite)
+    check_outputs([_dest(out, f.stem, ".npy") for f in files], inputs=files, overwrite=overwrite)
     mels = []
     for f in files:  # read everything first: a bad input writes nothing
         a = torch.from_numpy(load_audio(f, fe.sample_rate, clip=fe.preset.clip_audio, warn=_warn))
         mels.append(fe(a)[0].numpy())
     for f, m in zip(files, mels):
-        save_npy_atomic(out / f"{f.stem}.npy", m.astype("float32"))
+        save_npy_atomic(_dest(out, f.stem, ".npy"), m.astype("float32"))
     typer.echo(f"wrote {len(files)} mel file(s) to {out} ({fe.preset.name}: {fe.n_mels} mels, hop {fe.hop_length})")
 
 
@@ -215,13 +222,13 @@ def vocode(
     plan = []  # (source, destinations, loaded .npy array or None): every output is known before any compute
     for f in files:
         if f.suffix.lower() == ".wav":
-            arr, dest = None, (out / f"{f.stem}.wav") if out else f.with_name(f"{f.stem}_vocoded.wav")
+            arr, dest = None, _dest(out or f.parent, f.stem if out else f"{f.stem}_vocoded", ".wav")
         elif f.suffix.lower() == ".npy":
-            arr, dest = load_npy(f), (out / f"{f.stem}.wav") if out else f.with_suffix(".wav")
+            arr, dest = load_npy(f), _dest(out or f.parent, f.stem, ".wav")
         else:
             raise DataError(f"{f}: unsupported input (give .npy mels or .wav recordings)")
         n = arr.shape[0] if arr is not None and arr.ndim == 3 else 1
-        plan.append((f, [dest] if n == 1 else [dest.with_name(f"{dest.stem}_{b}.wav") for b in range(n)], arr))
+        plan.append((f, [dest] if n == 1 else [_dest(dest.parent, f"{dest.stem}_{b}", ".wav") for b in range(n)], arr))
     check_outputs([d for _, ds, _ in plan for d in ds], inputs=files, overwrite=overwrite)
     voc = Vocoder.from_pretrained(model, device=dev)
     jobs = []  # (source, destination, mel (1, n_mels, F))
@@ -281,7 +288,7 @@ def mel_decode(
     dev = _device(device)
     check_out_dir(out)
     files = _audio_inputs(inputs, (".npy", ".wav"))
-    check_outputs([out / f"{f.stem}.npy" for f in files], inputs=files, overwrite=overwrite)
+    check_outputs([_dest(out, f.stem, ".npy") for f in files], inputs=files, overwrite=overwrite)
     paths = decode_files(model, files, out, steps=steps, seed=seed, device=dev)
     typer.echo(f"wrote {len(paths)} mel file(s) to {out}")
 

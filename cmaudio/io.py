@@ -4,6 +4,9 @@
   then renamed over the target, so a reader sees the old file or the new one, never half.
 - `load_npy` reads .npy files with ``allow_pickle=False`` and turns every failure (truncated
   file, object dtype, pickle) into a one-line DataError.
+- `confined_path` builds an output path from untrusted names (utterance ids, file stems, speaker
+  names): each must be one plain file name, and the result must lie inside the output directory
+  even where a subdirectory there is a symlink. Every writer that puts data into a path uses it.
 
 Imports only cmaudio.errors.
 """
@@ -34,6 +37,61 @@ def fsync_dir(path: str | Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# ----------------------------------------------------------------------------------------------
+# Paths built from data: confined to their output directory
+# ----------------------------------------------------------------------------------------------
+
+NAME_MAX = 255  # bytes in one file name on the usual file systems
+
+
+def name_problem(name: object) -> Optional[str]:
+    """Why `name` cannot be one component of a path (None when it can): not a string, empty, '.' or '..',
+    holding a path separator or a NUL byte, or longer than NAME_MAX bytes."""
+    if not isinstance(name, str):
+        return f"is not a string ({type(name).__name__})"
+    if name == "":
+        return "is empty"
+    if name in (".", ".."):
+        return "is '.' or '..'"
+    if "\x00" in name:
+        return "holds a NUL byte"
+    if any(sep in name for sep in {"/", os.sep, os.altsep} - {None}):
+        return "holds a path separator"
+    if len(os.fsencode(name)) > NAME_MAX:
+        return f"is longer than {NAME_MAX} bytes"
+    return None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def confined_path(root: str | Path, *names: str, suffix: str = "", what: str = "name") -> Path:
+    """``root/names[0]/.../names[-1]+suffix``, refusing (DataError naming the entry) anything that could lead out.
+
+    Each of `names` (untrusted: utterance ids, file stems, setting names) must be one plain file name
+    (`name_problem`); `suffix` (e.g. '.wav') is appended to the last after that check. The directory the
+    file goes into, with every symlink on the way resolved, must lie inside ``root`` resolved: a
+    subdirectory of root that links elsewhere is refused. The file itself is not resolved: writers
+    create it exclusively (an existing name, link or not, is refused) or replace the name itself.
+    """
+    root = Path(root)
+    for n in names:
+        problem = name_problem(n)
+        if problem is not None:
+            raise DataError(f"{what} {n!r} {problem}, so it cannot name a file inside {root}; refusing it "
+                            "(rename the entry)")
+    if not names:
+        raise DataError(f"no file name given below {root}")
+    path = root.joinpath(*names[:-1], names[-1] + suffix)
+    base = root.resolve()
+    real_parent = path.parent.resolve()
+    if not _inside(real_parent, base):
+        raise DataError(f"{path.parent} leads outside {root} (through a symlink, to {real_parent}); refusing to "
+                        "write there")
+    return path
 
 
 @contextmanager

@@ -79,7 +79,7 @@ from cmaudio.data import load_audio
 from cmaudio.data.meldata import mel_stats, standin_cond
 from cmaudio.errors import CheckpointError, ConfigError, DataError
 from cmaudio.features import MelSpectrogram, get_preset
-from cmaudio.io import load_npy, save_npy_atomic
+from cmaudio.io import confined_path, load_npy, save_npy_atomic
 from cmaudio.sampling import consistency_sample, ode_sample, strictly_decreasing, teacher_sigmas
 from cmaudio.generator import GeneratorDefaults, InferenceSpec
 
@@ -459,7 +459,7 @@ def decode_files(
                 raise DataError(f"{f}: give one utterance per file (got a batch of {cond.shape[0]})")
         else:
             raise DataError(f"{f}: unsupported input (give .npy cond files or .wav recordings)")
-        jobs.append((Path(out_dir) / f"{f.stem}.npy", cond))
+        jobs.append((confined_path(out_dir, f.stem, suffix=".npy", what="input name"), cond))
     if len({d for d, _ in jobs}) != len(jobs):
         raise DataError("two inputs would write the same output file; use distinct names")
     out = []

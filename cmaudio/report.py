@@ -58,7 +58,7 @@ from urllib.parse import quote, unquote, urlsplit
 import numpy as np
 
 from cmaudio.errors import DataError
-from cmaudio.io import atomic_path, write_text_atomic
+from cmaudio.io import atomic_path, confined_path, write_text_atomic
 from cmaudio.metrics import (
     GRIFFINLIM_FOOLED,
     HIGHER_IS_BETTER,
@@ -123,6 +123,10 @@ def _check_relpath(path: Any, where: str) -> str:
     text = str(path).replace("\\", "/")
     if text.startswith("/") or re.match(r"^[A-Za-z]:/", text) or urlsplit(text).scheme:
         raise DataError(f"{where}: {text!r} is not relative; copy the file into the report directory and give its relative path")
+    bad = [part for part in text.split("/") if part == ".." or "\x00" in part]
+    if bad:
+        raise DataError(f"{where}: {text!r} leads outside the report directory or holds an unusable name "
+                        f"({bad[0]!r}); give a path inside it")
     return text
 
 
@@ -566,7 +570,7 @@ def comparison_png(ref, est, sr: int, path: str | Path, title: str | None = None
 
 
 def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._") or "x"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._")[:200] or "x"
 
 
 def write_spectrograms(results: Mapping, out_dir: str | Path) -> dict:
@@ -601,7 +605,8 @@ def write_spectrograms(results: Mapping, out_dir: str | Path) -> dict:
             while rel_png in taken:  # two ids that sanitise alike ("a b", "a_b") get distinct files
                 rel_png = f"spectrograms/{_safe_name(key)}/{_safe_name(utt)}-{k}.png"
                 k += 1
-            spectrogram_png(data.mean(axis=1), sr, out_dir / rel_png, title=f"{key} / {utt}")
+            png = confined_path(out_dir, *rel_png.split("/"), what="spectrogram name")  # no symlinked subdir leads out
+            spectrogram_png(data.mean(axis=1), sr, png, title=f"{key} / {utt}")
             table[utt] = rel_png
     return res
 

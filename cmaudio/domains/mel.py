@@ -25,7 +25,7 @@ from cmaudio.data import StreamSampler, splits_from_config
 from cmaudio.domains.base import Domain, add_png, check_features
 from cmaudio.data.meldata import MelPairs, MelSegmentDataset, _Moments
 from cmaudio.errors import CmaudioError, ConfigError, DataError
-from cmaudio.io import atomic_path
+from cmaudio.io import atomic_path, confined_path
 from cmaudio.mel import MelDecoder
 
 # Normalisation statistics use at most this many training utterances (evenly spread) when the
@@ -219,7 +219,7 @@ class MelDomain(Domain):
                 if self.cond_in_mel_space:
                     panels.append(("cond" + (" (stand-in)" if self.cond_source == "standin" else ""), c))
                 panels += [(name, gens[name][b, :, :n].numpy()) for name in gens]
-                png = out_dir / f"{uid}.png"
+                png = confined_path(out_dir, uid, suffix=".png", what="utterance id")
                 mel_panels_png(panels, png, title=f"step {step} {uid}")
                 add_png(writer, f"mel/{uid}", png, step)
         return {k: float(sum(v) / len(v)) for k, v in scores.items() if v}

@@ -15,7 +15,7 @@ from cmaudio.config import Config
 from cmaudio.data import dataset_from_config, estimate_sigma_data, load_utterance_audio, make_loader, splits_from_config
 from cmaudio.domains.base import Domain, add_png, check_features
 from cmaudio.errors import CmaudioError
-from cmaudio.io import write_wav_atomic
+from cmaudio.io import confined_path, write_wav_atomic
 from cmaudio.metrics import logmel_l1, mrstft
 from cmaudio.report import comparison_png
 from cmaudio.vocoder import Vocoder
@@ -91,9 +91,9 @@ class WaveDomain(Domain):
                 except CmaudioError:
                     pass
                 if i < 2:
-                    wav = out_dir / f"{uid}_{name}.wav"
+                    wav = confined_path(out_dir, f"{uid}_{name}", suffix=".wav", what="utterance id")
                     write_wav_atomic(wav, gen_np, sr)
-                    png = out_dir / f"{uid}_{name}.png"
+                    png = confined_path(out_dir, f"{uid}_{name}", suffix=".png", what="utterance id")
                     comparison_png(ref_np, gen_np, sr, png, title=f"step {step} {uid} {name}")
                     if writer is not None:
                         writer.add_audio(f"audio/{uid}_{name}", torch.from_numpy(gen_np)[None], step, sample_rate=sr)
