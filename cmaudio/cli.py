@@ -90,7 +90,7 @@ def export(
     check_out_dir(out)
     # ONNX files always count: those not written again are removed (they would belong to other weights)
     check_outputs([out / n for n in (CONFIG_FILE, MODEL_FILE, *ONNX_FILES)], overwrite=overwrite)
-    export_run(run_dir, out, ema=ema, onnx=onnx)
+    export_run(run_dir, out, ema=ema, onnx=onnx, overwrite=overwrite)
     typer.echo(f"wrote {out}")
 
 
@@ -168,7 +168,7 @@ def mel(
         a = torch.from_numpy(load_audio(f, fe.sample_rate, clip=fe.preset.clip_audio, warn=_warn))
         mels.append(fe(a)[0].numpy())
     for f, m in zip(files, mels):
-        save_npy_atomic(_dest(out, f.stem, ".npy"), m.astype("float32"))
+        save_npy_atomic(_dest(out, f.stem, ".npy"), m.astype("float32"), overwrite=overwrite)
     typer.echo(f"wrote {len(files)} mel file(s) to {out} ({fe.preset.name}: {fe.n_mels} mels, hop {fe.hop_length})")
 
 
@@ -260,7 +260,7 @@ def vocode(
             audio = voc.decode(torch.cat([c[2] for c in chunk]), steps=steps, generator=gen,
                                projection=projection).cpu().numpy()
             for (src, dest, _), a in zip(chunk, audio):
-                write_wav_atomic(dest, a, voc.sample_rate)
+                write_wav_atomic(dest, a, voc.sample_rate, overwrite=overwrite)
             done += len(chunk)
             bar.update(done, dest.name)
     bar.close()
@@ -289,7 +289,7 @@ def mel_decode(
     check_out_dir(out)
     files = _audio_inputs(inputs, (".npy", ".wav"))
     check_outputs([_dest(out, f.stem, ".npy") for f in files], inputs=files, overwrite=overwrite)
-    paths = decode_files(model, files, out, steps=steps, seed=seed, device=dev)
+    paths = decode_files(model, files, out, steps=steps, seed=seed, device=dev, overwrite=overwrite)
     typer.echo(f"wrote {len(paths)} mel file(s) to {out}")
 
 
@@ -328,7 +328,7 @@ def edit_inpaint(
     voc = Vocoder.from_pretrained(model)
     audio = torch.from_numpy(load_audio(inp, voc.sample_rate, warn=_warn))
     res = voc.inpaint(audio, start, end, steps=steps, use_mel=not unconditional, generator=torch.Generator().manual_seed(seed))
-    write_wav_atomic(out, res.cpu().numpy(), voc.sample_rate)
+    write_wav_atomic(out, res.cpu().numpy(), voc.sample_rate, overwrite=overwrite)
     typer.echo(f"wrote {out}")
 
 
@@ -354,7 +354,7 @@ def edit_bwe(
     src_rate, _ = audio_info(inp)
     audio = torch.from_numpy(load_audio(inp, voc.sample_rate, warn=_warn))
     res = voc.extend_bandwidth(audio, src_rate, steps=steps, use_mel=use_mel, generator=torch.Generator().manual_seed(seed))
-    write_wav_atomic(out, res.cpu().numpy(), voc.sample_rate)
+    write_wav_atomic(out, res.cpu().numpy(), voc.sample_rate, overwrite=overwrite)
     typer.echo(f"wrote {out} ({src_rate} Hz -> {voc.sample_rate} Hz)")
 
 
@@ -418,7 +418,8 @@ def evaluate(
     res = run(str(data), model_dir=str(model) if model else None, fmt=fmt, steps=_int_list(steps, "--steps"),
               teacher_dir=str(teacher) if teacher else None, teacher_steps=_int_list(teacher_steps, "--teacher-steps"),
               out_dir=out, split=split, limit=limit, max_seconds=max_seconds, device=_device(device), seed=seed,
-              metrics=names, baselines=baselines, preset=preset, with_default=with_default, projection=projection)
+              metrics=names, baselines=baselines, preset=preset, with_default=with_default, projection=projection,
+              overwrite=overwrite)
     from cmaudio.report import markdown_table, summarize
 
     typer.echo(markdown_table(summarize(res)))
@@ -464,7 +465,7 @@ def bench(
         typer.echo(b.format_header())
     typer.echo(b.format_summary(recs))
     if json_path:
-        b.write_json(recs, json_path)
+        b.write_json(recs, json_path, overwrite=overwrite)
         typer.echo(f"wrote {json_path}")
 
 

@@ -366,6 +366,29 @@ def _check_finite(cfg: Config) -> None:
                     raise ConfigError(f"{where} must be a finite number (got {x!r})")
 
 
+# Upper bounds of the network sizes: far above any trained model (the largest presets use a few hundred
+# channels and a few dozen layers), far below what would exhaust a machine before any check could run.
+SIZE_LIMITS = {"frame_dim": 8192, "frame_layers": 256, "frame_n_fft": 16384, "residual_layers": 256,
+               "residual_channels": 4096, "dilation_cycle": 24, "channels": 4096, "factors": 4096}
+MAX_LEVELS = 16  # entries of model.channels / model.factors
+
+
+def _check_sizes(m) -> None:
+    """Network sizes must be positive and below SIZE_LIMITS: `frame_layers: 1000000` in a model directory's
+    config.json would otherwise allocate until the kernel kills the process."""
+    for key, limit in SIZE_LIMITS.items():
+        v = getattr(m, key)
+        if v is None:
+            continue
+        values = list(v) if isinstance(v, (tuple, list)) else [v]
+        if isinstance(v, (tuple, list)) and not 1 <= len(values) <= MAX_LEVELS:
+            raise ConfigError(f"model.{key} must list 1 to {MAX_LEVELS} values (got {len(values)})")
+        for x in values:
+            if not 1 <= x <= limit:
+                raise ConfigError(f"model.{key} = {v if len(values) == 1 else list(v)} is outside [1, {limit}]: no "
+                                  "network of this size is plausible; fix the config")
+
+
 def _check_ranges(cfg: Config) -> None:
     """Ranges outside which a value cannot work (a negative lr, betas >= 1, negative weights, ...)."""
     m, o, t, d = cfg.model, cfg.objective, cfg.train, cfg.data
@@ -397,6 +420,7 @@ def _check_ranges(cfg: Config) -> None:
                           f"{d.standin_smooth})")
     if not 0 <= m.dropout < 1:
         raise ConfigError(f"model.dropout must be in [0, 1) (got {m.dropout})")
+    _check_sizes(m)
     if not m.rho > 0:
         raise ConfigError(f"model.rho must be > 0 (got {m.rho})")
     for name, w in o.distance.items():

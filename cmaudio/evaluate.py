@@ -92,6 +92,7 @@ def evaluate(
     with_default: bool = False,
     projection: Optional[int] = None,
     progress=None,
+    overwrite: bool = False,
 ) -> dict:
     """Evaluate a model (and optionally a teacher and baselines) and write the report to out_dir.
 
@@ -112,7 +113,8 @@ def evaluate(
     Each recording is cropped to a whole number of mel hops so that every row is scored on the same
     samples; its mel is computed once and shared by all rows, and its reference analyses (pYIN,
     CREPE) are computed once (cmaudio.metrics.compute_all's ref_cache). Missing metric packages
-    raise MissingPackageError before anything runs. Returns the results (see cmaudio.report).
+    raise MissingPackageError before anything runs. A file already in out_dir is replaced only with `overwrite`.
+    Returns the results (see cmaudio.report).
     """
     baselines = list(dict.fromkeys(baselines))
     unknown = [b for b in baselines if b not in BASELINES]
@@ -186,7 +188,7 @@ def evaluate(
             mels[u.id] = (voc.mel(a.to(voc.device)) if voc is not None else features(x.unsqueeze(0)))
         caches[u.id] = {}
         rel = _audio_rel(out_dir, "ground_truth", u.id)
-        write_wav_atomic(out_dir / rel, a.numpy(), sr)
+        write_wav_atomic(out_dir / rel, a.numpy(), sr, overwrite=overwrite)
         results["ground_truth"]["audio"][u.id] = rel
         ref_np = a.numpy()
         results["ground_truth"]["per_utterance"][u.id] = compute_all(ref_np, ref_np, sr, metrics=wanted,
@@ -202,7 +204,7 @@ def evaluate(
             audio_s += gen.shape[-1] / sr
             gen_np = gen.detach().cpu().numpy()
             rel = _audio_rel(out_dir, setting["name"], uid)
-            write_wav_atomic(out_dir / rel, gen_np, sr)
+            write_wav_atomic(out_dir / rel, gen_np, sr, overwrite=overwrite)
             setting["audio"][uid] = rel
             setting["per_utterance"][uid] = compute_all(a.numpy(), gen_np, sr, metrics=wanted, ref_cache=caches[uid])
             if progress:
@@ -225,6 +227,6 @@ def evaluate(
                                "no training)", "per_utterance": {}, "audio": {}}
             run_setting(setting, lambda i, mel, n=n: griffinlim(mel.cpu(), p, n_iter=n, seed=seed + i)[0],
                         torch.device("cpu"))
-    paths = write_report(results, out_dir)
+    paths = write_report(results, out_dir, overwrite=overwrite)
     results["paths"] = {k: str(path) for k, path in paths.items() if not isinstance(path, dict)}
     return results

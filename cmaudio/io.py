@@ -1,7 +1,11 @@
 """Safe file I/O: atomic writes and loaders that never execute code.
 
 - Every write goes to a temporary file in the destination directory, is flushed and fsynced,
-  then renamed over the target, so a reader sees the old file or the new one, never half.
+  then put in place, so a reader sees the old file or the new one, never half. The final name is
+  created *exclusively* unless the caller passes ``overwrite=True``: the temporary is hard-linked
+  to it (the link fails if any entry of that name exists, a dangling symlink included), so of two
+  concurrent runs writing one name the second is refused instead of silently replacing the first.
+  With ``overwrite=True`` it is renamed over the target (a symlink there is replaced, never followed).
 - `load_npy` reads .npy files with ``allow_pickle=False`` and turns every failure (truncated
   file, object dtype, pickle) into a one-line DataError.
 - `confined_path` builds an output path from untrusted names (utterance ids, file stems, speaker
@@ -94,16 +98,43 @@ def confined_path(root: str | Path, *names: str, suffix: str = "", what: str = "
     return path
 
 
-@contextmanager
-def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path next to `target`; on success fsync it and rename it onto `target`.
+def exists_error(target: Path) -> DataError:
+    return DataError(f"{target} already exists (another run may have written it meanwhile); pass --overwrite to "
+                     "replace it (or choose another output)")
 
-    On an exception the temporary file is removed and `target` is left untouched.
-    `suffix` keeps an extension some writers need (e.g. '.wav' for soundfile).
+
+def _place_exclusively(tmp: Path, target: Path) -> None:
+    """Give the finished temporary `tmp` the name `target`, failing if that name exists in any form."""
+    try:
+        os.link(tmp, target)  # atomic and exclusive: EEXIST for a file, a directory or a (dangling) symlink
+    except FileExistsError:
+        raise exists_error(target) from None
+    except OSError:  # a file system without hard links: reserve the name exclusively, then rename over it
+        try:
+            fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            raise exists_error(target) from None
+        os.close(fd)
+        os.replace(tmp, target)
+        return
+    tmp.unlink()
+
+
+@contextmanager
+def atomic_path(target: str | Path, suffix: str = "", *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to `target`; on success fsync it and put it at `target`.
+
+    Without `overwrite` the name is created exclusively: an existing entry of that name (a file, a
+    directory, a symlink even if dangling, one a concurrent run created meanwhile) raises DataError
+    and is left untouched — checked before the caller writes anything and again when placing. With
+    `overwrite` the temporary is renamed over the target. On an exception the temporary file is
+    removed and `target` is left untouched. `suffix` keeps an extension some writers need.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
+    if not overwrite and os.path.lexists(target):
+        raise exists_error(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:100]}.", suffix=suffix + ".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -113,34 +144,38 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
         os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600 (writers may recreate it): usual permissions
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp_path, target)
+        if overwrite:
+            os.replace(tmp_path, target)
+        else:
+            _place_exclusively(tmp_path, target)
         fsync_dir(target.parent)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
 
 
-def write_bytes_atomic(target: str | Path, data: bytes) -> None:
-    with atomic_path(target) as tmp:
+def write_bytes_atomic(target: str | Path, data: bytes, *, overwrite: bool = False) -> None:
+    """Write `data` to `target` atomically (exclusively unless `overwrite`; see atomic_path)."""
+    with atomic_path(target, overwrite=overwrite) as tmp:
         tmp.write_bytes(data)
 
 
-def write_text_atomic(target: str | Path, text: str) -> None:
-    write_bytes_atomic(target, text.encode("utf-8"))
+def write_text_atomic(target: str | Path, text: str, *, overwrite: bool = False) -> None:
+    write_bytes_atomic(target, text.encode("utf-8"), overwrite=overwrite)
 
 
-def save_npy_atomic(target: str | Path, array: np.ndarray) -> None:
+def save_npy_atomic(target: str | Path, array: np.ndarray, *, overwrite: bool = False) -> None:
     buf = io.BytesIO()
     np.save(buf, np.asarray(array), allow_pickle=False)
-    write_bytes_atomic(target, buf.getvalue())
+    write_bytes_atomic(target, buf.getvalue(), overwrite=overwrite)
 
 
-def write_wav_atomic(target: str | Path, audio: np.ndarray, sample_rate: int) -> None:
-    """Write mono float audio in [-1, 1] as 16-bit PCM WAV, atomically. audio: (T,)."""
+def write_wav_atomic(target: str | Path, audio: np.ndarray, sample_rate: int, *, overwrite: bool = False) -> None:
+    """Write mono float audio in [-1, 1] as 16-bit PCM WAV, atomically (exclusively unless `overwrite`). audio: (T,)."""
     import soundfile as sf
 
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-    with atomic_path(target, suffix=".wav") as tmp:
+    with atomic_path(target, suffix=".wav", overwrite=overwrite) as tmp:
         sf.write(str(tmp), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
 
 
@@ -238,7 +273,7 @@ def check_outputs(dests, *, inputs=(), overwrite: bool = False, flag: str = "--o
             raise DataError(f"the output {d} would overwrite an input; pass -o OUT")
         if d.is_dir():
             raise DataError(f"the output {d} is an existing directory")
-        if d.exists() and not overwrite:
+        if os.path.lexists(d) and not overwrite:  # a dangling symlink is an existing name too
             raise DataError(f"{d} already exists; pass {flag} to replace it (or choose another -o)")
     for parent in sorted({d.parent for d in dests}):
         check_out_dir(parent, what="output directory")

@@ -144,3 +144,174 @@ def test_report_refuses_asset_paths_that_leave_its_directory(tmp_path):
     with pytest.raises(DataError, match="outside the report directory"):
         write_report(res, tmp_path / "rep")
     assert not (tmp_path / "rep").exists() or tree(tmp_path / "rep") == []
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. outputs are created exclusively
+# ----------------------------------------------------------------------------------------------
+
+
+def test_atomic_writes_never_replace_an_existing_name_without_overwrite(tmp_path):
+    from cmaudio.io import write_bytes_atomic
+
+    f = tmp_path / "a.bin"
+    write_bytes_atomic(f, b"first")
+    with pytest.raises(DataError, match="already exists"):
+        write_bytes_atomic(f, b"second")
+    assert f.read_bytes() == b"first"
+    dangling = tmp_path / "link.bin"
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(DataError, match="already exists"):
+        write_bytes_atomic(dangling, b"x")
+    assert not (tmp_path / "nowhere").exists() and os.readlink(dangling) == str(tmp_path / "nowhere")
+    write_bytes_atomic(f, b"second", overwrite=True)
+    write_bytes_atomic(dangling, b"y", overwrite=True)  # the link itself is replaced, never followed
+    assert f.read_bytes() == b"second" and not dangling.is_symlink() and dangling.read_bytes() == b"y"
+    assert not (tmp_path / "nowhere").exists()
+    assert tree(tmp_path) == ["a.bin", "link.bin"]  # no temporaries
+
+
+def test_a_name_created_meanwhile_is_not_replaced(tmp_path, monkeypatch):
+    """The race of two runs: the name appears after the early check, while the temporary is being written."""
+    import cmaudio.io as cio
+
+    f = tmp_path / "a.wav"
+    with pytest.raises(DataError, match="already exists"):
+        with cio.atomic_path(f, suffix=".wav") as tmp:
+            tmp.write_bytes(b"second run")
+            f.write_bytes(b"first run")  # the other run finished first
+    assert f.read_bytes() == b"first run" and tree(tmp_path) == ["a.wav"]
+    monkeypatch.setattr(cio.os, "link", lambda *a, **k: (_ for _ in ()).throw(OSError(1, "Operation not permitted")))
+    with pytest.raises(DataError, match="already exists"):  # a file system without hard links: still exclusive
+        with cio.atomic_path(f) as tmp:
+            tmp.write_bytes(b"third run")
+    assert f.read_bytes() == b"first run" and tree(tmp_path) == ["a.wav"]
+    cio.write_bytes_atomic(tmp_path / "b.bin", b"ok")
+    assert (tmp_path / "b.bin").read_bytes() == b"ok" and tree(tmp_path) == ["a.wav", "b.bin"]
+
+
+def test_concurrent_vocode_runs_do_not_replace_each_other(tmp_path, model_dir, capsys, monkeypatch):
+    from cmaudio.vocoder import Vocoder
+
+    np.save(tmp_path / "m.npy", mel_array(8))
+    out = tmp_path / "out"
+    real = Vocoder.decode
+
+    def other_run_finishes_first(self, *a, **k):
+        out.mkdir(exist_ok=True)
+        (out / "m.wav").write_bytes(b"the other run's output")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Vocoder, "decode", other_run_finishes_first)
+    code, _, err = cli(capsys, "vocode", tmp_path / "m.npy", "-m", model_dir, "-o", out)
+    assert_one_line_error(code, err, "m.wav", "already exists")
+    assert (out / "m.wav").read_bytes() == b"the other run's output" and tree(out) == ["m.wav"]
+
+
+def test_a_dangling_symlink_output_is_an_existing_name(tmp_path, model_dir, capsys):
+    np.save(tmp_path / "m.npy", mel_array(8))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "m.wav").symlink_to(tmp_path / "target.wav")
+    code, _, err = cli(capsys, "vocode", tmp_path / "m.npy", "-m", model_dir, "-o", out)
+    assert_one_line_error(code, err, "m.wav", "already exists", "--overwrite")
+    assert (out / "m.wav").is_symlink() and not (tmp_path / "target.wav").exists()
+    code, _, err = cli(capsys, "vocode", tmp_path / "m.npy", "-m", model_dir, "-o", out, "--overwrite")
+    assert code == 0, err
+    assert not (out / "m.wav").is_symlink() and not (tmp_path / "target.wav").exists()
+
+
+def test_save_pretrained_and_report_refuse_existing_files(tmp_path, model_dir):
+    from cmaudio.vocoder import Vocoder
+
+    voc = Vocoder.from_pretrained(model_dir)
+    d = tmp_path / "m"
+    voc.save_pretrained(d)
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    with pytest.raises(DataError, match="already exists"):
+        voc.save_pretrained(d)
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+    voc.save_pretrained(d, overwrite=True)
+    Vocoder.from_pretrained(d)
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. a model directory's config is sealed and checked against its weights before anything large is built
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def frame_model(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("hostile31_framenet") / "tiny"
+    tiny_vocoder(net="framenet").save_pretrained(d)
+    return d
+
+
+def _edit_config(src: Path, dst: Path, *, reseal: bool = False, unseal: bool = False, **model) -> Path:
+    """A copy of model dir `src` whose config.json has model.<key> = value (hand-edited: the digest left
+    stale, or removed as a directory written before the digest, or recomputed as someone covering the edit)."""
+    import json
+
+    from cmaudio import checkpoint as ckpt
+
+    shutil.copytree(src, dst)
+    rec = json.loads((dst / "config.json").read_text())
+    rec["config"]["model"].update(model)
+    if unseal:
+        del rec[ckpt.CONFIG_DIGEST]
+    text = ckpt.dump_record(rec) if reseal else json.dumps(rec)
+    (dst / "config.json").write_text(text)
+    return dst
+
+
+@pytest.mark.parametrize("key,value", [("frame_dim", 2_000_000), ("frame_layers", 1_000_000), ("frame_n_fft", 1 << 30)])
+def test_absurd_sizes_in_config_json_are_refused(tmp_path, frame_model, capsys, key, value):
+    """frame_dim 2000000 once made vocode allocate 24 GB until the kernel killed it (exit 137, no message)."""
+    bad = _edit_config(frame_model, tmp_path / "bad", reseal=True, **{key: value})
+    np.save(tmp_path / "m.npy", mel_array(8))
+    code, _, err = cli(capsys, "vocode", tmp_path / "m.npy", "-m", bad, "-o", tmp_path / "out")
+    assert_one_line_error(code, err, f"model.{key}", "config.json")
+    assert tree(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("src,change", [("frame", {"frame_dim": 512}), ("frame", {"frame_layers": 7}),
+                                        ("unet", {"channels": [64, 128, 256, 512]})])
+def test_sizes_that_do_not_match_the_weights_are_refused_before_building(tmp_path, frame_model, model_dir, capsys,
+                                                                         monkeypatch, src, change):
+    """Plausible sizes that disagree with the weights (a directory without a digest, or one resealed by hand):
+    refused from a meta-device build, so no full-size network is ever allocated."""
+    import cmaudio.vocoder as vocmod
+
+    built_on = []
+    real = vocmod.build_generator
+
+    def recording(spec):
+        built_on.append(torch.empty(0).device.type)  # the default device: meta inside the shape check
+        return real(spec)
+
+    monkeypatch.setattr(vocmod, "build_generator", recording)
+    base = frame_model if src == "frame" else model_dir
+    for i, kw in enumerate(({"unseal": True}, {"reseal": True})):
+        bad = _edit_config(base, tmp_path / f"bad{i}", **kw, **change)
+        np.save(tmp_path / "m.npy", mel_array(8))
+        code, _, err = cli(capsys, "vocode", tmp_path / "m.npy", "-m", bad, "-o", tmp_path / "out")
+        assert_one_line_error(code, err, "does not match this network", "model.safetensors")
+    assert built_on and set(built_on) == {"meta"}
+    assert tree(tmp_path / "out") == []
+
+
+def test_config_json_is_covered_by_its_digest(tmp_path, model_dir, capsys):
+    from cmaudio.errors import CheckpointError
+    from cmaudio.vocoder import DEFAULT_MODEL_DIR, Vocoder
+
+    edited = _edit_config(model_dir, tmp_path / "edited", rho=5.0)  # valid, same shapes, but not what was exported
+    with pytest.raises(CheckpointError, match="config_sha256"):
+        Vocoder.from_pretrained(edited)
+    assert Vocoder.from_pretrained(_edit_config(model_dir, tmp_path / "old", unseal=True)).kind == "consistency"
+    Vocoder.from_pretrained(DEFAULT_MODEL_DIR)  # the shipped model is sealed and loads
+    import json
+
+    from cmaudio import checkpoint as ckpt
+
+    rec = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())
+    assert rec[ckpt.CONFIG_DIGEST] == ckpt.record_digest(rec)

@@ -92,9 +92,9 @@ class WaveDomain(Domain):
                     pass
                 if i < 2:
                     wav = confined_path(out_dir, f"{uid}_{name}", suffix=".wav", what="utterance id")
-                    write_wav_atomic(wav, gen_np, sr)
+                    write_wav_atomic(wav, gen_np, sr, overwrite=True)  # the run's own samples (resume)
                     png = confined_path(out_dir, f"{uid}_{name}", suffix=".png", what="utterance id")
-                    comparison_png(ref_np, gen_np, sr, png, title=f"step {step} {uid} {name}")
+                    comparison_png(ref_np, gen_np, sr, png, title=f"step {step} {uid} {name}", overwrite=True)
                     if writer is not None:
                         writer.add_audio(f"audio/{uid}_{name}", torch.from_numpy(gen_np)[None], step, sample_rate=sr)
                     add_png(writer, f"spec/{uid}_{name}", png, step)
