@@ -114,6 +114,15 @@ def load_weights(path: Path, device: str | torch.device = "cpu") -> dict[str, Te
         raise CheckpointError(f"{path}: not a readable safetensors file ({e}); the file is corrupt or truncated") from None
 
 
+def check_finite_weights(state: Mapping[str, Tensor], where: Path | str) -> None:
+    """Refuse (one-line CheckpointError naming the first bad tensor) weights holding NaN or inf: such a model
+    vocodes every mel to full-scale noise or silence, and would do so with exit status 0."""
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{where}: tensor {k!r} holds NaN or inf values; the weights are broken "
+                                  "(re-export them from an intact checkpoint)")
+
+
 def check_state(own: Mapping[str, Tensor], state: Mapping[str, Tensor], what: str) -> None:
     """Refuse (one-line CheckpointError) a state dict whose names or shapes differ from `own` (a module's
     state_dict, possibly of meta tensors: only names and shapes are read)."""
@@ -579,7 +588,9 @@ def read_model_info(model_dir: Path) -> ModelDirInfo:
 def load_model_dir(model_dir: Path, device: str | torch.device = "cpu") -> tuple[ModelDirInfo, dict[str, Tensor]]:
     """(record, weights) of a model directory; any problem is a one-line CheckpointError naming the file."""
     raw, weights = read_model_dir(model_dir, device)
-    return parse_model_info(raw, Path(model_dir) / CONFIG_FILE), weights
+    info = parse_model_info(raw, Path(model_dir) / CONFIG_FILE)
+    check_finite_weights(weights, Path(model_dir) / MODEL_FILE)
+    return info, weights
 
 
 def run_info(checkpoint: Path) -> ModelDirInfo:
@@ -652,7 +663,9 @@ def pick_weights(
         raise ConfigError(f"{ema_option} {ema} is not one of the {what}'s EMA rates {rates}")
     rate = float(ema) if ema is not None else (min(rates) if rates else None)
     path = c / (ema_file(rate) if rate is not None else MODEL_FILE)
-    return PickedWeights(info=info, weights=load_weights(path, device), path=path, checkpoint=c, ema_rate=rate)
+    weights = load_weights(path, device)
+    check_finite_weights(weights, path)
+    return PickedWeights(info=info, weights=weights, path=path, checkpoint=c, ema_rate=rate)
 
 
 def load_source(

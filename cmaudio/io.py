@@ -175,6 +175,8 @@ def write_wav_atomic(target: str | Path, audio: np.ndarray, sample_rate: int, *,
     import soundfile as sf
 
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    if not np.isfinite(audio).all():  # clipping keeps NaN, and PCM_16 writes it as full-scale -32768
+        raise DataError(f"{target}: the audio to write holds NaN or inf values; nothing was written")
     with atomic_path(target, suffix=".wav", overwrite=overwrite) as tmp:
         sf.write(str(tmp), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
 

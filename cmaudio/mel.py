@@ -468,6 +468,9 @@ def decode_files(
     out = []
     for dest, cond in jobs:  # every file gets the noise of `seed`: its result does not depend on the others
         mel = dec.generate(cond, steps=steps, generator=torch.Generator().manual_seed(seed))[0].cpu().numpy()
+        if not np.isfinite(mel).all():
+            raise DataError(f"the mel decoder produced non-finite values (NaN or inf) for {dest.name}; its weights or "
+                            "the input are broken")
         save_npy_atomic(dest, mel.astype(np.float32), overwrite=overwrite)
         out.append(dest)
     return out

@@ -300,6 +300,9 @@ class Vocoder(GeneratorDefaults, nn.Module):
             s = list(sigmas) if sigmas is not None else teacher_sigmas(self.model.param, steps)
             audio = ode_sample(fn, shape, sigmas=s, cond=m, generator=generator, device=self.device)
         audio = mel_projection(audio[:, 0], m, self.features, iters)
+        if not bool(torch.isfinite(audio).all()):  # never hand on NaN/inf (a WAV writer turns it into -32768)
+            raise DataError("the network produced non-finite audio (NaN or inf) for this mel; the model's weights "
+                            "or the input mel are broken")
         return audio.clamp(-1.0, 1.0) if clamp else audio
 
     def forward(self, audio: Tensor | np.ndarray, steps: int = 1, generator: Optional[torch.Generator] = None) -> Tensor:

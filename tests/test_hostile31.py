@@ -315,3 +315,38 @@ def test_config_json_is_covered_by_its_digest(tmp_path, model_dir, capsys):
 
     rec = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())
     assert rec[ckpt.CONFIG_DIGEST] == ckpt.record_digest(rec)
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. non-finite weights are refused at load; non-finite audio is never written
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_weights_holding_nan_or_inf_are_refused_at_load(tmp_path, model_dir, capsys, value):
+    """Such a model vocoded every mel to full-scale -32768 with exit status 0."""
+    from cmaudio import checkpoint as ckpt
+
+    info, weights = ckpt.load_model_dir(model_dir)
+    name = sorted(k for k, v in weights.items() if v.is_floating_point() and v.numel() > 1)[0]
+    weights[name].view(-1)[1] = value
+    bad = tmp_path / "bad"
+    ckpt.save_model_dir(bad, weights=weights, info=info)  # checksums match: only the values are wrong
+    np.save(tmp_path / "m.npy", mel_array(8))
+    code, _, err = cli(capsys, "vocode", tmp_path / "m.npy", "-m", bad, "-o", tmp_path / "out")
+    assert_one_line_error(code, err, "NaN or inf", repr(name), "model.safetensors")
+    assert tree(tmp_path / "out") == []
+
+
+def test_non_finite_audio_is_an_error_not_a_file(tmp_path, model_dir, capsys, monkeypatch):
+    import cmaudio.vocoder as vocmod
+    from cmaudio.io import write_wav_atomic
+
+    with pytest.raises(DataError, match="NaN or inf"):
+        write_wav_atomic(tmp_path / "x.wav", np.array([0.0, np.nan, 0.5], dtype=np.float32), 22050)
+    assert tree(tmp_path) == []
+    monkeypatch.setattr(vocmod, "consistency_sample", lambda fn, shape, **k: torch.full(shape, float("nan")))
+    np.save(tmp_path / "m.npy", mel_array(8))
+    code, _, err = cli(capsys, "vocode", tmp_path / "m.npy", "-m", model_dir, "-o", tmp_path / "out")
+    assert_one_line_error(code, err, "non-finite audio")
+    assert tree(tmp_path / "out") == []
