@@ -474,21 +474,64 @@ def bench(
 # ----------------------------------------------------------------------------------------------
 
 
+class _Terminated(BaseException):
+    """Raised by the SIGTERM handler: a BaseException, so that no ``except Exception`` swallows it and every
+    atomic write on the way out removes its temporary."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated(signum)
+
+
+def _install_sigterm():
+    """SIGTERM unwinds like Ctrl-C (temporaries removed on the way out); returns the previous handler (None
+    where no handler can be set: not the main thread)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
-    """Console entry point: one-line errors, exit 2 for user errors, 130 for Ctrl-C."""
+    """Console entry point: one-line errors, exit 2 for user errors, 130 for Ctrl-C, 143 for SIGTERM; on a
+    signal every temporary in flight is removed (cmaudio.io.remove_in_flight), so nothing half-written stays."""
+    import signal
+
+    previous = _install_sigterm()
+    try:
+        _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Optional[list[str]]) -> None:
     import click
+
+    from cmaudio.io import remove_in_flight
 
     debug = bool(os.environ.get("CMAUDIO_DEBUG"))
     cmd = typer.main.get_command(app)
     try:
         rv = cmd.main(args=argv, prog_name="cmaudio", standalone_mode=False)
         sys.exit(rv if isinstance(rv, int) else 0)
+    except _Terminated:
+        remove_in_flight()
+        _err("error: terminated (SIGTERM); partial outputs were removed")
+        sys.exit(143)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
         sys.exit(2)
     except click.exceptions.Abort:
+        remove_in_flight()
         _err("aborted")
         sys.exit(130)
     except CmaudioError as e:
@@ -497,6 +540,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         _err(f"error: {e}")
         sys.exit(2)
     except KeyboardInterrupt:
+        remove_in_flight()
         _err("interrupted")
         sys.exit(130)
     except OSError as e:  # the file system said no (permissions, a file where a directory goes, disk full)

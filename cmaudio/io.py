@@ -6,6 +6,10 @@
   to it (the link fails if any entry of that name exists, a dangling symlink included), so of two
   concurrent runs writing one name the second is refused instead of silently replacing the first.
   With ``overwrite=True`` it is renamed over the target (a symlink there is replaced, never followed).
+- Temporaries are named ``.<target>.cmtmp<pid>@<host>.<random><suffix>.tmp``. The ones in flight are
+  registered so that a signal handler (the CLI's) can remove them (`remove_in_flight`), and the first
+  write into a directory removes those of this host whose process is gone (a killed export, a
+  SIGKILLed run: `sweep_stale_temporaries`); other files are never touched.
 - `load_npy` reads .npy files with ``allow_pickle=False`` and turns every failure (truncated
   file, object dtype, pickle) into a one-line DataError.
 - `confined_path` builds an output path from untrusted names (utterance ids, file stems, speaker
@@ -17,8 +21,11 @@ Imports only cmaudio.errors.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import re
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,6 +105,69 @@ def confined_path(root: str | Path, *names: str, suffix: str = "", what: str = "
     return path
 
 
+# ----------------------------------------------------------------------------------------------
+# Temporaries: named by their process, removed on signals and, when their process is gone, later
+# ----------------------------------------------------------------------------------------------
+
+_HOST = hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+_TMP_NAME = re.compile(r"^\..*\.cmtmp(\d+)@([0-9a-f]{8})\..*\.tmp$")
+# Process-wide by nature: what a signal handler must remove, and the directories already swept.
+_IN_FLIGHT: set[Path] = set()
+_SWEPT: set[str] = set()
+
+
+def _tmp_prefix(target: Path) -> str:
+    return f".{target.name[:100]}.cmtmp{os.getpid()}@{_HOST}."
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, under another user
+        return True
+    return True
+
+
+def sweep_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Remove the temporaries atomic_path left in `directory` (not below) when their process died mid-write:
+    names ``.<target>.cmtmp<pid>@<host>.<random><suffix>.tmp`` of this host whose pid is no longer alive.
+    Returns what was removed; any other file, another host's or a live process's temporary is left alone."""
+    removed: list[Path] = []
+    try:
+        entries = os.scandir(directory)
+    except OSError:
+        return removed
+    with entries:
+        for e in entries:
+            m = _TMP_NAME.match(e.name)
+            if m is None or m.group(2) != _HOST or _pid_alive(int(m.group(1))):
+                continue
+            try:
+                if e.is_file(follow_symlinks=False):
+                    os.unlink(e.path)
+                    removed.append(Path(e.path))
+            except OSError:
+                pass
+    return removed
+
+
+def remove_in_flight() -> list[Path]:
+    """Remove every temporary this process is writing now (for a SIGTERM/SIGINT handler); returns them."""
+    gone = []
+    for p in list(_IN_FLIGHT):
+        try:
+            p.unlink()
+            gone.append(p)
+        except OSError:
+            pass
+        _IN_FLIGHT.discard(p)
+    return gone
+
+
 def exists_error(target: Path) -> DataError:
     return DataError(f"{target} already exists (another run may have written it meanwhile); pass --overwrite to "
                      "replace it (or choose another output)")
@@ -134,9 +204,14 @@ def atomic_path(target: str | Path, suffix: str = "", *, overwrite: bool = False
     target.parent.mkdir(parents=True, exist_ok=True)
     if not overwrite and os.path.lexists(target):
         raise exists_error(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:100]}.", suffix=suffix + ".tmp", dir=target.parent)
+    key = os.path.abspath(target.parent)
+    if key not in _SWEPT:
+        _SWEPT.add(key)
+        sweep_stale_temporaries(target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(target), suffix=suffix + ".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    _IN_FLIGHT.add(tmp_path)
     try:
         yield tmp_path
         umask = os.umask(0)
@@ -152,6 +227,8 @@ def atomic_path(target: str | Path, suffix: str = "", *, overwrite: bool = False
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+    finally:
+        _IN_FLIGHT.discard(tmp_path)
 
 
 def write_bytes_atomic(target: str | Path, data: bytes, *, overwrite: bool = False) -> None:
