@@ -35,6 +35,7 @@ wins), and a record's config always carries sigma_data in model.sigma_data.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -100,7 +101,11 @@ def save_weights(path: Path, state: dict[str, Tensor], *, overwrite: bool = Fals
         out[k] = v.clone() if (ptr in seen and ptr != -1) else v
         seen[ptr] = k
     with atomic_path(path, suffix=".safetensors", overwrite=overwrite) as tmp:
-        save_file(out, str(tmp))
+        try:
+            save_file(out, str(tmp))
+        except SafetensorError as e:  # its own error for a failed write (a full disk among them)
+            raise OSError(errno.EIO, f"writing the weights failed ({' '.join(str(e).split())}); is the disk full?",
+                          str(path)) from None
 
 
 def load_weights(path: Path, device: str | torch.device = "cpu") -> dict[str, Tensor]:
@@ -448,7 +453,6 @@ def save_model_dir(out_dir: Path, *, weights: dict[str, Tensor], info: ModelDirI
     """Write model.safetensors then config.json (`info.to_json()` plus the format and the weights' sha256).
     Existing files are replaced only with `overwrite` (else DataError before anything is written)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if not overwrite:
         for name in (MODEL_FILE, CONFIG_FILE):
             if os.path.lexists(out_dir / name):

@@ -39,6 +39,15 @@ def _device(name: str) -> str:
     return name
 
 
+def _seed(value: int) -> int:
+    """--seed: torch generators take 64 bits (and evaluate offsets the seed per utterance)."""
+    from cmaudio.config import MAX_SEED
+
+    if not 0 <= value <= MAX_SEED:
+        raise DataError(f"--seed must be an integer in [0, {MAX_SEED}] (got {value})")
+    return value
+
+
 def _warn(msg: str) -> None:
     _err(f"warning: {msg}")
 
@@ -187,7 +196,7 @@ def vocode(
                                              "step (default: the model's; 0 = off)"),
     preset: Optional[str] = typer.Option(None, "--preset", help="convention of the input mels (default: the model's)"),
     layout: str = typer.Option("auto", "--layout", help="auto | mels-first | time-first"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", callback=_seed, help="noise seed, 0 to 2^63 - 1"),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
     batch_size: int = typer.Option(8, "--batch-size", help="mels of equal length generated together"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace output files that already exist"),
@@ -275,7 +284,7 @@ def mel_decode(
     model: Path = typer.Option(..., "-m", "--model", help="a mel decoder model directory"),
     out: Path = typer.Option(..., "-o", "--out", help="output directory for <name>.npy log-mels"),
     steps: int = typer.Option(1, "--steps"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", callback=_seed, help="noise seed, 0 to 2^63 - 1"),
     device: str = typer.Option("cpu", "--device"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace output files that already exist"),
 ) -> None:
@@ -313,7 +322,7 @@ def edit_inpaint(
     steps: int = typer.Option(2, "--steps"),
     out: Path = typer.Option(..., "-o", "--out", help="output .wav"),
     unconditional: bool = typer.Option(False, "--unconditional", help="ignore the mel (needs a model trained with cond_dropout)"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", callback=_seed, help="noise seed, 0 to 2^63 - 1"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the output file if it exists"),
 ) -> None:
     """Fill a gap in a recording; everything outside the gap is kept."""
@@ -339,7 +348,7 @@ def edit_bwe(
     steps: int = typer.Option(2, "--steps"),
     out: Path = typer.Option(..., "-o", "--out"),
     use_mel: bool = typer.Option(True, "--use-mel/--unconditional", help="condition on the input's own mel"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", callback=_seed, help="noise seed, 0 to 2^63 - 1"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the output file if it exists"),
 ) -> None:
     """Extend a band-limited recording to the model's rate, keeping its known band."""
@@ -388,7 +397,7 @@ def evaluate(
     limit: Optional[int] = typer.Option(None, "--limit", help="at most this many utterances"),
     max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="crop each utterance"),
     device: str = typer.Option("cpu", "--device"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", callback=_seed, help="noise seed, 0 to 2^63 - 1"),
     baseline: List[str] = typer.Option([], "--baseline", help="add training-free rows: griffinlim (32 and 64 "
                                        "iterations on the same mel); without -m only the baselines are scored"),
     preset: Optional[str] = typer.Option(None, "--preset", help="mel preset for baselines without -m (default hifigan)"),

@@ -389,6 +389,9 @@ def _check_sizes(m) -> None:
                                   "network of this size is plausible; fix the config")
 
 
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; seeds are offset by item and rank indices
+
+
 def _check_ranges(cfg: Config) -> None:
     """Ranges outside which a value cannot work (a negative lr, betas >= 1, negative weights, ...)."""
     m, o, t, d = cfg.model, cfg.objective, cfg.train, cfg.data
@@ -405,6 +408,8 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError(f"train.warmup_steps must be >= 0 (got {t.warmup_steps})")
     if not 0 <= t.min_lr_ratio <= 1:
         raise ConfigError(f"train.min_lr_ratio must be in [0, 1] (got {t.min_lr_ratio})")
+    if not 0 <= t.seed <= MAX_SEED:
+        raise ConfigError(f"train.seed must be an integer in [0, {MAX_SEED}] (got {t.seed})")
     if t.max_nonfinite < 1:
         raise ConfigError(f"train.max_nonfinite must be >= 1 (got {t.max_nonfinite})")
     if t.max_minutes is not None and not t.max_minutes > 0:
@@ -605,11 +610,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def _read_yaml(path: Path) -> dict:
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"recipe not found: {path}") from None
     except OSError as e:
         raise ConfigError(f"cannot read recipe {path}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at line {line}); save the recipe "
+                          "as UTF-8") from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # safe_load semantics, duplicate keys refused
     except _DuplicateKey as e:

@@ -58,11 +58,23 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, ema: Optional[float]
     for name in ONNX_FILES:  # ONNX files of earlier weights would not match the new ones: the directory is
         if os.path.lexists(out_dir / name):  # replaced, and a failed ONNX export leaves none rather than stale ones
             (out_dir / name).unlink()
-    ckpt.save_model_dir(out_dir, weights=model.state_dict(), info=info, overwrite=overwrite)
-    if onnx:
-        export_onnx(model, out_dir / "model.onnx", n_mels=preset.n_mels, hop=preset.hop_length, domain=cfg.model.domain)
-        if cfg.sampling.projection:
-            export_onnx_projection(MelSpectrogram(preset), cfg.sampling.projection, out_dir / "projection.onnx")
+    fresh = not os.path.lexists(out_dir)
+    try:
+        ckpt.save_model_dir(out_dir, weights=model.state_dict(), info=info, overwrite=overwrite)
+        if onnx:
+            export_onnx(model, out_dir / "model.onnx", n_mels=preset.n_mels, hop=preset.hop_length,
+                        domain=cfg.model.domain)
+            if cfg.sampling.projection:
+                export_onnx_projection(MelSpectrogram(preset), cfg.sampling.projection, out_dir / "projection.onnx")
+    except BaseException:  # a full disk, a signal: a model directory this export made is removed, not left half
+        if fresh:
+            for name in (ckpt.MODEL_FILE, ckpt.CONFIG_FILE, *ONNX_FILES):
+                (out_dir / name).unlink(missing_ok=True)
+            try:
+                out_dir.rmdir()
+            except OSError:
+                pass
+        raise
     return out_dir
 
 

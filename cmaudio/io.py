@@ -21,6 +21,7 @@ Imports only cmaudio.errors.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -190,6 +191,17 @@ def _place_exclusively(tmp: Path, target: Path) -> None:
     tmp.unlink()
 
 
+def _make_parents(directory: Path) -> list[Path]:
+    """mkdir -p `directory`; returns the directories it created, outermost first."""
+    missing = []
+    d = directory
+    while not os.path.lexists(d) and d != d.parent:
+        missing.append(d)
+        d = d.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    return missing[::-1]
+
+
 @contextmanager
 def atomic_path(target: str | Path, suffix: str = "", *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to `target`; on success fsync it and put it at `target`.
@@ -201,7 +213,7 @@ def atomic_path(target: str | Path, suffix: str = "", *, overwrite: bool = False
     removed and `target` is left untouched. `suffix` keeps an extension some writers need.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    made = _make_parents(target.parent)
     if not overwrite and os.path.lexists(target):
         raise exists_error(target)
     key = os.path.abspath(target.parent)
@@ -224,8 +236,15 @@ def atomic_path(target: str | Path, suffix: str = "", *, overwrite: bool = False
         else:
             _place_exclusively(tmp_path, target)
         fsync_dir(target.parent)
-    except BaseException:
+    except BaseException as e:
         tmp_path.unlink(missing_ok=True)
+        for d in reversed(made):  # a failed write leaves no directory it created (only empty ones are removed)
+            try:
+                os.rmdir(d)
+            except OSError:
+                break
+        if isinstance(e, OSError) and e.filename is None:  # a writer's bare OSError (ENOSPC): name the output
+            raise OSError(e.errno, e.strerror or str(e), str(target)) from None
         raise
     finally:
         _IN_FLIGHT.discard(tmp_path)
@@ -255,7 +274,39 @@ def write_wav_atomic(target: str | Path, audio: np.ndarray, sample_rate: int, *,
     if not np.isfinite(audio).all():  # clipping keeps NaN, and PCM_16 writes it as full-scale -32768
         raise DataError(f"{target}: the audio to write holds NaN or inf values; nothing was written")
     with atomic_path(target, suffix=".wav", overwrite=overwrite) as tmp:
-        sf.write(str(tmp), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+        try:
+            sf.write(str(tmp), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+        except sf.SoundFileError as e:  # libsndfile's own error for a failed write (a full disk among them)
+            raise OSError(errno.EIO, f"writing the audio failed ({' '.join(str(e).split())}); is the disk full?",
+                          str(target)) from None
+
+
+def _npy_size_problem(path: Path) -> Optional[str]:
+    """Why the .npy at `path` cannot hold what its header claims (None if it can, or if the header is not a
+    plain numeric one: np.load reports those). Read from the header alone, before anything is allocated:
+    a header claiming 29 TiB on a small file is refused here instead of failing an allocation."""
+    from numpy.lib import format as npf
+
+    try:
+        with open(path, "rb") as f:
+            version = npf.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = npf.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = npf.read_array_header_2_0(f)
+            else:
+                return None
+            offset = f.tell()
+    except Exception:  # noqa: BLE001 - a header np.load will reject with its own words
+        return None
+    if dtype.hasobject:
+        return None
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    have = os.path.getsize(path) - offset
+    if need != have:
+        return (f"its header claims shape {tuple(shape)} {dtype} ({need} bytes) but the file holds {have} bytes of "
+                "data; it is truncated or corrupt")
+    return None
 
 
 def npy_header(path: str | Path, what: str) -> tuple[Optional[tuple[int, ...]], Optional[str]]:
@@ -264,6 +315,9 @@ def npy_header(path: str | Path, what: str) -> tuple[Optional[tuple[int, ...]], 
     path = Path(path)
     if not path.is_file():
         return None, f"missing {what} file"
+    problem = _npy_size_problem(path)
+    if problem is not None:
+        return None, f"unreadable {what} ({problem})"
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
         shape, kind = tuple(arr.shape), arr.dtype.kind
@@ -290,6 +344,9 @@ def load_npy(path: str | Path) -> np.ndarray:
             raise DataError(f"{path}: is a Python pickle, not a .npy array; cmaudio never unpickles files — save the "
                             "mel with np.save(path, mel.astype(np.float32))")
         raise DataError(f"{path}: not a .npy file (no NumPy header); save the mel with np.save")
+    problem = _npy_size_problem(path)
+    if problem is not None:
+        raise DataError(f"{path}: {problem}")
     try:
         arr = np.load(path, allow_pickle=False)
     except ValueError as e:

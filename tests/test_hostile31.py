@@ -23,7 +23,8 @@ import torch
 
 from cmaudio.errors import DataError
 from cmaudio.io import confined_path
-from test_cli_inference import assert_one_line_error, cli, mel_array, speech_wav, tiny_vocoder, tree
+from test_cli_inference import (assert_one_line_error, cli, mel_array, run_dir, speech_wav,  # noqa: F401 (run_dir: a fixture)
+                                tiny_vocoder, tree)
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = REPO / "egs" / "mini" / "data" / "ljspeech_mini"
@@ -428,3 +429,107 @@ def test_sigterm_during_a_wav_write_leaves_no_temporary(tmp_path, model_dir):
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert lines == ["error: terminated (SIGTERM); partial outputs were removed"], res.stderr
     assert tree(out) == []  # neither m.wav nor a hidden temporary
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. ordinary conditions are one line, exit 2, nothing half-written
+# ----------------------------------------------------------------------------------------------
+
+
+def _enospc(*a, **k):
+    raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("how", ["oserror", "libsndfile"])
+def test_disk_full_during_vocode_is_one_line(tmp_path, model_dir, capsys, monkeypatch, how):
+    import soundfile
+
+    def half_then_full(path, *a, **k):
+        Path(path).write_bytes(b"RIFF")  # part of the file reached the disk
+        if how == "oserror":
+            _enospc()
+        raise soundfile.LibsndfileError(2, prefix="Error writing: ")  # what libsndfile says on a write failure
+
+    np.save(tmp_path / "m.npy", mel_array(8))
+    monkeypatch.setattr(soundfile, "write", half_then_full)
+    out = tmp_path / "out"
+    code, _, err = cli(capsys, "vocode", tmp_path / "m.npy", "-m", model_dir, "-o", out)
+    line = assert_one_line_error(code, err, "m.wav")
+    assert "internal error" not in line
+    assert not out.exists()  # no half file, no temporary, not even the directory the write made
+
+
+@pytest.mark.parametrize("how", ["oserror", "safetensors"])
+def test_disk_full_during_export_leaves_no_model_directory(run_dir, tmp_path, capsys, monkeypatch, how):
+    from safetensors import SafetensorError
+
+    from cmaudio import checkpoint as ckpt
+
+    def half_then_full(tensors, path, *a, **k):
+        Path(path).write_bytes(b"\0" * 1000)
+        if how == "oserror":
+            _enospc()
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+
+    monkeypatch.setattr(ckpt, "save_file", half_then_full)
+    out = tmp_path / "nested" / "model"
+    code, _, err = cli(capsys, "export", run_dir, "-o", out)
+    line = assert_one_line_error(code, err, "model.safetensors")
+    assert "internal error" not in line
+    assert not (tmp_path / "nested").exists()
+    # the config write failing after the weights were placed: the half model directory goes too
+    monkeypatch.undo()
+    monkeypatch.setattr(ckpt, "write_text_atomic", _enospc)
+    code, _, err = cli(capsys, "export", run_dir, "-o", out)
+    assert_one_line_error(code, err, "No space left on device")
+    assert not out.exists()
+
+
+def test_a_npy_header_claiming_terabytes_is_refused_before_allocating(tmp_path, model_dir, capsys, monkeypatch):
+    from numpy.lib import format as npf
+
+    from cmaudio.io import load_npy
+
+    huge = tmp_path / "huge.npy"
+    with open(huge, "wb") as f:  # 80 x 10^11 float32 frames: 29 TiB claimed, 1 KiB present
+        npf.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (80, 100_000_000_000)})
+        f.write(b"\0" * 1024)
+    real_empty = np.empty
+
+    def no_big_alloc(shape, *a, **k):
+        assert np.prod(shape) < 1e9, "allocated from the header"
+        return real_empty(shape, *a, **k)
+
+    monkeypatch.setattr(np, "empty", no_big_alloc)
+    with pytest.raises(DataError, match="header claims shape"):
+        load_npy(huge)
+    code, _, err = cli(capsys, "vocode", huge, "-m", model_dir, "-o", tmp_path / "out")
+    assert_one_line_error(code, err, "huge.npy", "header claims shape", "truncated or corrupt")
+    assert tree(tmp_path / "out") == []
+
+
+def test_a_recipe_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    r = tmp_path / "r.yaml"
+    r.write_bytes("train:\n  max_steps: 2\n# caf\xe9\n".encode("latin-1"))
+    code, _, err = cli(capsys, "config", "show", r)
+    assert_one_line_error(code, err, "r.yaml", "not UTF-8", "line 3")
+    code, _, err = cli(capsys, "train", r, "--run-dir", tmp_path / "run")
+    assert_one_line_error(code, err, "not UTF-8")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("seed", [2**64, 2**100, -1])
+def test_a_seed_beyond_64_bits_is_one_line(tmp_path, model_dir, capsys, seed):
+    np.save(tmp_path / "m.npy", mel_array(8))
+    code, _, err = cli(capsys, "vocode", tmp_path / "m.npy", "-m", model_dir, "-o", tmp_path / "out", "--seed", seed)
+    assert_one_line_error(code, err, "--seed", str(seed))
+    assert tree(tmp_path / "out") == []
+    speech_wav(tmp_path / "in.wav", 0.3)
+    code, _, err = cli(capsys, "edit", "inpaint", tmp_path / "in.wav", "--gap", "0.1:0.15", "-m", model_dir,
+                       "-o", tmp_path / "o.wav", "--seed", seed)
+    assert_one_line_error(code, err, "--seed")
+    code, _, err = cli(capsys, "config", "show", REPO / "recipes" / "mini_ct.yaml", "--set", f"train.seed={seed}")
+    assert_one_line_error(code, err, "train.seed")
+    code, _, err = cli(capsys, "vocode", tmp_path / "m.npy", "-m", model_dir, "-o", tmp_path / "out", "--seed",
+                       2**63 - 1)
+    assert code == 0, err
