@@ -141,6 +141,11 @@ def _audio_inputs(inputs: List[Path], exts: tuple[str, ...]) -> list[Path]:
     return _unique(files)
 
 
+def _naming(f: Path, e: DataError) -> DataError:
+    """`e` with the input file's name in front unless its message names it already."""
+    return DataError(str(e) if (str(f) in str(e) or f.name in str(e)) else f"{f}: {e}")
+
+
 def _dest(root: Path, name: str, suffix: str) -> Path:
     """root/<name><suffix> for an output named after an input, confined to root (cmaudio.io.confined_path)."""
     from cmaudio.io import confined_path
@@ -174,8 +179,11 @@ def mel(
     check_outputs([_dest(out, f.stem, ".npy") for f in files], inputs=files, overwrite=overwrite)
     mels = []
     for f in files:  # read everything first: a bad input writes nothing
-        a = torch.from_numpy(load_audio(f, fe.sample_rate, clip=fe.preset.clip_audio, warn=_warn))
-        mels.append(fe(a)[0].numpy())
+        try:
+            a = torch.from_numpy(load_audio(f, fe.sample_rate, clip=fe.preset.clip_audio, warn=_warn))
+            mels.append(fe(a)[0].numpy())
+        except DataError as e:  # every refusal names the file (a too-short one did not)
+            raise _naming(f, e) from None
     for f, m in zip(files, mels):
         save_npy_atomic(_dest(out, f.stem, ".npy"), m.astype("float32"), overwrite=overwrite)
     typer.echo(f"wrote {len(files)} mel file(s) to {out} ({fe.preset.name}: {fe.n_mels} mels, hop {fe.hop_length})")
@@ -247,7 +255,7 @@ def vocode(
                 audio = load_audio(f, voc.sample_rate, clip=voc.features.preset.clip_audio, warn=_warn)
                 mel_t = voc.mel(torch.from_numpy(audio)).cpu()
             except DataError as e:
-                raise DataError(str(e) if str(f) in str(e) else f"{f}: {e}") from None
+                raise _naming(f, e) from None
         else:
             try:
                 mel_t = voc.prepare_mel(arr, preset=preset, layout=layout)

@@ -450,8 +450,11 @@ def decode_files(
     jobs = []
     for f in map(Path, inputs):
         if f.suffix.lower() == ".wav":
-            audio = load_audio(f, dec.sample_rate, clip=dec.features.preset.clip_audio)
-            cond = dec.standin(dec.mel(torch.from_numpy(audio)).cpu())
+            try:
+                audio = load_audio(f, dec.sample_rate, clip=dec.features.preset.clip_audio)
+                cond = dec.standin(dec.mel(torch.from_numpy(audio)).cpu())
+            except DataError as e:  # name the file (a too-short recording's message did not)
+                raise DataError(str(e) if f.name in str(e) else f"{f}: {e}") from None
         elif f.suffix.lower() == ".npy":
             arr = load_npy(f)  # its errors name the path already
             try:

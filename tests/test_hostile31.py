@@ -533,3 +533,21 @@ def test_a_seed_beyond_64_bits_is_one_line(tmp_path, model_dir, capsys, seed):
     code, _, err = cli(capsys, "vocode", tmp_path / "m.npy", "-m", model_dir, "-o", tmp_path / "out", "--seed",
                        2**63 - 1)
     assert code == 0, err
+
+
+# ----------------------------------------------------------------------------------------------
+# 8. messages name the file
+# ----------------------------------------------------------------------------------------------
+
+
+def test_a_too_short_recording_is_named(tmp_path, model_dir, capsys):
+    import soundfile as sf
+
+    speech_wav(tmp_path / "good.wav", 0.3)
+    sf.write(str(tmp_path / "tiny.wav"), np.full(100, 0.1, dtype=np.float32), 22050)
+    code, _, err = cli(capsys, "mel", tmp_path / "good.wav", tmp_path / "tiny.wav", "-o", tmp_path / "mels")
+    assert_one_line_error(code, err, "tiny.wav", "too short")
+    assert tree(tmp_path / "mels") == []
+    code, _, err = cli(capsys, "vocode", tmp_path / "tiny.wav", "-m", model_dir, "-o", tmp_path / "out")
+    line = assert_one_line_error(code, err, "tiny.wav", "too short")
+    assert line.count("tiny.wav") == 1
