@@ -1008,6 +1008,8 @@ def format_table(records: Sequence[dict]) -> str:
     return "\n".join([format_header(), *rows, format_summary(records)])
 
 
-def write_json(records: Sequence[dict], path: str | Path) -> None:
-    """Write the records as a JSON list of objects, atomically (cmaudio.io.write_text_atomic)."""
-    write_text_atomic(path, json.dumps([dict(r) for r in records], indent=2, allow_nan=False) + "\n")
+def write_json(records: Sequence[dict], path: str | Path, *, overwrite: bool = False) -> None:
+    """Write the records as a JSON list of objects, atomically (cmaudio.io.write_text_atomic; an existing
+    file is replaced only with `overwrite`)."""
+    write_text_atomic(path, json.dumps([dict(r) for r in records], indent=2, allow_nan=False) + "\n",
+                      overwrite=overwrite)

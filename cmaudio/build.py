@@ -15,7 +15,7 @@ Imports: config, generator, param, models, nets, features, baselines, objectives
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
@@ -67,6 +67,23 @@ def build_model(cfg: Config, sigma_data: float, kind: Optional[str] = None, *, c
 def build_generator(spec: InferenceSpec):
     """The parameterized model an inference spec describes (random init; load its weights next)."""
     return _assemble(spec.model, spec.preset, spec.sigma_data, spec.kind, spec.cond_channels)
+
+
+def build_for_weights(build: Callable[[], nn.Module], weights: Mapping[str, torch.Tensor], what: str) -> nn.Module:
+    """``build()`` with `weights` loaded, after checking that they fit it — on the meta device first.
+
+    The network a config describes is built once on the meta device (no memory: only shapes) and every
+    tensor name and shape is compared with `weights` (ckpt.check_state, a one-line CheckpointError naming
+    `what`); only then is it built for real. A config whose sizes disagree with its weights (a hand-edited
+    ``frame_dim: 2000000``) is refused before anything large is allocated.
+    """
+    with torch.device("meta"):
+        shell = build()
+    ckpt.check_state(shell.state_dict(), weights, what)
+    del shell
+    model = build()
+    ckpt.load_state_into(model, dict(weights), what)
+    return model
 
 
 def _assemble(m: ModelConfig, preset: str, sigma_data: float, kind: str, cond_channels: Optional[int]):
@@ -127,9 +144,9 @@ def _cmaudio_teacher(path: Path, ema: Optional[float], *, run: bool) -> nn.Modul
                 check=denoiser_only)
     picked = ckpt.pick_weights(path, **opts) if run else ckpt.load_source(path, **opts)  # load_source: a model dir
     info = picked.info
-    model = build_model(info.config, info.sigma_data, "denoiser", cond_channels=info.cond_channels)
     where = f"teacher weights {picked.path}" if picked.checkpoint is not None else f"teacher weights in {path}"
-    ckpt.load_state_into(model, picked.weights, where)
+    model = build_for_weights(lambda: build_model(info.config, info.sigma_data, "denoiser",
+                                                  cond_channels=info.cond_channels), picked.weights, where)
     model.features_preset = info.config.features.preset
     return model
 

@@ -35,6 +35,7 @@ wins), and a record's config always carries sigma_data in model.sigma_data.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -55,7 +56,7 @@ from cmaudio.config import Config, from_dict, replace, to_dict
 from cmaudio.errors import CheckpointError, ConfigError
 from cmaudio.features import get_preset
 from cmaudio.generator import InferenceSpec
-from cmaudio.io import atomic_path, fsync_dir, write_text_atomic
+from cmaudio.io import atomic_path, exists_error, fsync_dir, write_text_atomic
 
 CKPT_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
@@ -91,16 +92,20 @@ def _contiguous(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
-def save_weights(path: Path, state: dict[str, Tensor]) -> None:
-    """Write a state dict as safetensors, atomically. Shared storage is cloned."""
+def save_weights(path: Path, state: dict[str, Tensor], *, overwrite: bool = False) -> None:
+    """Write a state dict as safetensors, atomically (exclusively unless `overwrite`). Shared storage is cloned."""
     seen: dict[int, str] = {}
     out = {}
     for k, v in _contiguous(state).items():
         ptr = v.untyped_storage().data_ptr() if v.numel() else -1
         out[k] = v.clone() if (ptr in seen and ptr != -1) else v
         seen[ptr] = k
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(out, str(tmp))
+    with atomic_path(path, suffix=".safetensors", overwrite=overwrite) as tmp:
+        try:
+            save_file(out, str(tmp))
+        except SafetensorError as e:  # its own error for a failed write (a full disk among them)
+            raise OSError(errno.EIO, f"writing the weights failed ({' '.join(str(e).split())}); is the disk full?",
+                          str(path)) from None
 
 
 def load_weights(path: Path, device: str | torch.device = "cpu") -> dict[str, Tensor]:
@@ -114,9 +119,18 @@ def load_weights(path: Path, device: str | torch.device = "cpu") -> dict[str, Te
         raise CheckpointError(f"{path}: not a readable safetensors file ({e}); the file is corrupt or truncated") from None
 
 
-def load_state_into(module: nn.Module, state: dict[str, Tensor], what: str) -> None:
-    """load_state_dict with a one-line message when names or shapes differ."""
-    own = module.state_dict()
+def check_finite_weights(state: Mapping[str, Tensor], where: Path | str) -> None:
+    """Refuse (one-line CheckpointError naming the first bad tensor) weights holding NaN or inf: such a model
+    vocodes every mel to full-scale noise or silence, and would do so with exit status 0."""
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{where}: tensor {k!r} holds NaN or inf values; the weights are broken "
+                                  "(re-export them from an intact checkpoint)")
+
+
+def check_state(own: Mapping[str, Tensor], state: Mapping[str, Tensor], what: str) -> None:
+    """Refuse (one-line CheckpointError) a state dict whose names or shapes differ from `own` (a module's
+    state_dict, possibly of meta tensors: only names and shapes are read)."""
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
@@ -131,6 +145,11 @@ def load_state_into(module: nn.Module, state: dict[str, Tensor], what: str) -> N
                 f"{what} does not match this network: {k} has shape {tuple(state[k].shape)} in the file but "
                 f"{tuple(v.shape)} here; was it trained with another model config?"
             )
+
+
+def load_state_into(module: nn.Module, state: dict[str, Tensor], what: str) -> None:
+    """load_state_dict with a one-line message when names or shapes differ."""
+    check_state(module.state_dict(), state, what)
     module.load_state_dict(state)
 
 
@@ -338,8 +357,8 @@ KINDS = ("consistency", "denoiser")
 # Fields of config.json derived from the config's preset and domain: written for readers of the
 # file, checked against the config when read (a hand-edited summary must not lie).
 SUMMARY_KEYS = ("domain", "preset", "sample_rate", "hop_length", "n_mels")
-_RECORD_KEYS = {"format", "format_version", "sha256", "kind", "role", "config", "sigma_data", "domain_info",
-                "default_sigmas", *SUMMARY_KEYS}
+_RECORD_KEYS = {"format", "format_version", "sha256", "config_sha256", "kind", "role", "config", "sigma_data",
+                "domain_info", "default_sigmas", *SUMMARY_KEYS}
 
 
 def kind_of(cfg: Config) -> str:
@@ -430,13 +449,31 @@ class ModelDirInfo:
         }
 
 
-def save_model_dir(out_dir: Path, *, weights: dict[str, Tensor], info: ModelDirInfo) -> None:
-    """Write model.safetensors then config.json (`info.to_json()` plus the format and the weights' sha256)."""
+def save_model_dir(out_dir: Path, *, weights: dict[str, Tensor], info: ModelDirInfo, overwrite: bool = False) -> None:
+    """Write model.safetensors then config.json (`info.to_json()` plus the format and the weights' sha256).
+    Existing files are replaced only with `overwrite` (else DataError before anything is written)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_weights(out_dir / MODEL_FILE, weights)
+    if not overwrite:
+        for name in (MODEL_FILE, CONFIG_FILE):
+            if os.path.lexists(out_dir / name):
+                raise exists_error(out_dir / name)
+    save_weights(out_dir / MODEL_FILE, weights, overwrite=overwrite)
     record = dict(info.to_json(), format=FORMAT, format_version=FORMAT_VERSION, sha256=sha256_file(out_dir / MODEL_FILE))
-    write_text_atomic(out_dir / CONFIG_FILE, json.dumps(record, indent=2, sort_keys=True))
+    write_text_atomic(out_dir / CONFIG_FILE, dump_record(record), overwrite=overwrite)
+
+
+CONFIG_DIGEST = "config_sha256"
+
+
+def record_digest(record: Mapping[str, Any]) -> str:
+    """sha256 of a config.json record without its own CONFIG_DIGEST key (canonical JSON: sorted keys, compact)."""
+    body = {k: v for k, v in record.items() if k != CONFIG_DIGEST}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def dump_record(record: Mapping[str, Any]) -> str:
+    """The text of config.json for `record`, sealed with its CONFIG_DIGEST (what `cmaudio export` writes)."""
+    return json.dumps(dict(record, **{CONFIG_DIGEST: record_digest(record)}), indent=2, sort_keys=True)
 
 
 def _verified_json(model_dir: Path) -> dict[str, Any]:
@@ -463,6 +500,15 @@ def _verified_json(model_dir: Path) -> dict[str, Any]:
     if sha256_file(wpath) != info["sha256"]:
         raise CheckpointError(f"{wpath} does not match the checksum in {CONFIG_FILE}: the file was modified or truncated")
     return info
+
+
+def _check_digest(info: Mapping[str, Any], cfg_path: Path) -> None:
+    """config.json is covered by its own digest (CONFIG_DIGEST, written by save_model_dir). Checked after the
+    values (a bad value gets its own message); a directory written before the digest existed has none and
+    still loads: its config is checked against the weights' shapes (build.build_for_weights) anyway."""
+    if CONFIG_DIGEST in info and info[CONFIG_DIGEST] != record_digest(info):
+        raise CheckpointError(f"{cfg_path} does not match its {CONFIG_DIGEST}: the config was edited after export; "
+                              "re-export the model with cmaudio export")
 
 
 def read_model_dir(model_dir: Path, device: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Tensor]]:
@@ -528,12 +574,14 @@ def parse_model_info(info: dict, where: Path) -> ModelDirInfo:
         sigmas[steps] = tuple(float(s) for s in v)
     dinfo = info.get("domain_info", {}) or {}
     cc = dinfo.get("cond_channels") if isinstance(dinfo, dict) else None
-    if not isinstance(dinfo, dict) or not (cc is None or (isinstance(cc, int) and not isinstance(cc, bool) and cc > 0)):
+    if not isinstance(dinfo, dict) or not (cc is None or (isinstance(cc, int) and not isinstance(cc, bool) and 0 < cc <= 65536)):
         raise CheckpointError(f"{cfg_path}: domain_info must be a mapping with a positive "
-                              f"integer cond_channels (got {dinfo!r:.80})")
+                              f"integer cond_channels of at most 65536 (got {dinfo!r:.80})")
     extra = {k: v for k, v in info.items() if k not in _RECORD_KEYS}
-    return ModelDirInfo(kind=kind, config=cfg, sigma_data=float(sd), domain_info=dinfo, default_sigmas=sigmas,
-                        extra=extra)
+    record = ModelDirInfo(kind=kind, config=cfg, sigma_data=float(sd), domain_info=dinfo, default_sigmas=sigmas,
+                          extra=extra)
+    _check_digest(info, cfg_path)
+    return record
 
 
 def read_model_info(model_dir: Path) -> ModelDirInfo:
@@ -544,7 +592,9 @@ def read_model_info(model_dir: Path) -> ModelDirInfo:
 def load_model_dir(model_dir: Path, device: str | torch.device = "cpu") -> tuple[ModelDirInfo, dict[str, Tensor]]:
     """(record, weights) of a model directory; any problem is a one-line CheckpointError naming the file."""
     raw, weights = read_model_dir(model_dir, device)
-    return parse_model_info(raw, Path(model_dir) / CONFIG_FILE), weights
+    info = parse_model_info(raw, Path(model_dir) / CONFIG_FILE)
+    check_finite_weights(weights, Path(model_dir) / MODEL_FILE)
+    return info, weights
 
 
 def run_info(checkpoint: Path) -> ModelDirInfo:
@@ -617,7 +667,9 @@ def pick_weights(
         raise ConfigError(f"{ema_option} {ema} is not one of the {what}'s EMA rates {rates}")
     rate = float(ema) if ema is not None else (min(rates) if rates else None)
     path = c / (ema_file(rate) if rate is not None else MODEL_FILE)
-    return PickedWeights(info=info, weights=load_weights(path, device), path=path, checkpoint=c, ema_rate=rate)
+    weights = load_weights(path, device)
+    check_finite_weights(weights, path)
+    return PickedWeights(info=info, weights=weights, path=path, checkpoint=c, ema_rate=rate)
 
 
 def load_source(

@@ -39,6 +39,15 @@ def _device(name: str) -> str:
     return name
 
 
+def _seed(value: int) -> int:
+    """--seed: torch generators take 64 bits (and evaluate offsets the seed per utterance)."""
+    from cmaudio.config import MAX_SEED
+
+    if not 0 <= value <= MAX_SEED:
+        raise DataError(f"--seed must be an integer in [0, {MAX_SEED}] (got {value})")
+    return value
+
+
 def _warn(msg: str) -> None:
     _err(f"warning: {msg}")
 
@@ -90,7 +99,7 @@ def export(
     check_out_dir(out)
     # ONNX files always count: those not written again are removed (they would belong to other weights)
     check_outputs([out / n for n in (CONFIG_FILE, MODEL_FILE, *ONNX_FILES)], overwrite=overwrite)
-    export_run(run_dir, out, ema=ema, onnx=onnx)
+    export_run(run_dir, out, ema=ema, onnx=onnx, overwrite=overwrite)
     typer.echo(f"wrote {out}")
 
 
@@ -132,6 +141,18 @@ def _audio_inputs(inputs: List[Path], exts: tuple[str, ...]) -> list[Path]:
     return _unique(files)
 
 
+def _naming(f: Path, e: DataError) -> DataError:
+    """`e` with the input file's name in front unless its message names it already."""
+    return DataError(str(e) if (str(f) in str(e) or f.name in str(e)) else f"{f}: {e}")
+
+
+def _dest(root: Path, name: str, suffix: str) -> Path:
+    """root/<name><suffix> for an output named after an input, confined to root (cmaudio.io.confined_path)."""
+    from cmaudio.io import confined_path
+
+    return confined_path(root, name, suffix=suffix, what="output name")
+
+
 def _unique(files: list[Path]) -> list[Path]:
     """The same file named twice (a.npy a.npy, or a file and its directory) is processed once."""
     seen: set[Path] = set()
@@ -155,13 +176,16 @@ def mel(
     fe = MelSpectrogram(preset)
     check_out_dir(out)
     files = _audio_inputs(inputs, (".wav", ".flac", ".ogg"))
-    check_outputs([out / f"{f.stem}.npy" for f in files], inputs=files, overwrite=overwrite)
+    check_outputs([_dest(out, f.stem, ".npy") for f in files], inputs=files, overwrite=overwrite)
     mels = []
     for f in files:  # read everything first: a bad input writes nothing
-        a = torch.from_numpy(load_audio(f, fe.sample_rate, clip=fe.preset.clip_audio, warn=_warn))
-        mels.append(fe(a)[0].numpy())
+        try:
+            a = torch.from_numpy(load_audio(f, fe.sample_rate, clip=fe.preset.clip_audio, warn=_warn))
+            mels.append(fe(a)[0].numpy())
+        except DataError as e:  # every refusal names the file (a too-short one did not)
+            raise _naming(f, e) from None
     for f, m in zip(files, mels):
-        save_npy_atomic(out / f"{f.stem}.npy", m.astype("float32"))
+        save_npy_atomic(_dest(out, f.stem, ".npy"), m.astype("float32"), overwrite=overwrite)
     typer.echo(f"wrote {len(files)} mel file(s) to {out} ({fe.preset.name}: {fe.n_mels} mels, hop {fe.hop_length})")
 
 
@@ -180,7 +204,7 @@ def vocode(
                                              "step (default: the model's; 0 = off)"),
     preset: Optional[str] = typer.Option(None, "--preset", help="convention of the input mels (default: the model's)"),
     layout: str = typer.Option("auto", "--layout", help="auto | mels-first | time-first"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", callback=_seed, help="noise seed, 0 to 2^63 - 1"),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
     batch_size: int = typer.Option(8, "--batch-size", help="mels of equal length generated together"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace output files that already exist"),
@@ -215,13 +239,13 @@ def vocode(
     plan = []  # (source, destinations, loaded .npy array or None): every output is known before any compute
     for f in files:
         if f.suffix.lower() == ".wav":
-            arr, dest = None, (out / f"{f.stem}.wav") if out else f.with_name(f"{f.stem}_vocoded.wav")
+            arr, dest = None, _dest(out or f.parent, f.stem if out else f"{f.stem}_vocoded", ".wav")
         elif f.suffix.lower() == ".npy":
-            arr, dest = load_npy(f), (out / f"{f.stem}.wav") if out else f.with_suffix(".wav")
+            arr, dest = load_npy(f), _dest(out or f.parent, f.stem, ".wav")
         else:
             raise DataError(f"{f}: unsupported input (give .npy mels or .wav recordings)")
         n = arr.shape[0] if arr is not None and arr.ndim == 3 else 1
-        plan.append((f, [dest] if n == 1 else [dest.with_name(f"{dest.stem}_{b}.wav") for b in range(n)], arr))
+        plan.append((f, [dest] if n == 1 else [_dest(dest.parent, f"{dest.stem}_{b}", ".wav") for b in range(n)], arr))
     check_outputs([d for _, ds, _ in plan for d in ds], inputs=files, overwrite=overwrite)
     voc = Vocoder.from_pretrained(model, device=dev)
     jobs = []  # (source, destination, mel (1, n_mels, F))
@@ -231,7 +255,7 @@ def vocode(
                 audio = load_audio(f, voc.sample_rate, clip=voc.features.preset.clip_audio, warn=_warn)
                 mel_t = voc.mel(torch.from_numpy(audio)).cpu()
             except DataError as e:
-                raise DataError(str(e) if str(f) in str(e) else f"{f}: {e}") from None
+                raise _naming(f, e) from None
         else:
             try:
                 mel_t = voc.prepare_mel(arr, preset=preset, layout=layout)
@@ -253,7 +277,7 @@ def vocode(
             audio = voc.decode(torch.cat([c[2] for c in chunk]), steps=steps, generator=gen,
                                projection=projection).cpu().numpy()
             for (src, dest, _), a in zip(chunk, audio):
-                write_wav_atomic(dest, a, voc.sample_rate)
+                write_wav_atomic(dest, a, voc.sample_rate, overwrite=overwrite)
             done += len(chunk)
             bar.update(done, dest.name)
     bar.close()
@@ -268,7 +292,7 @@ def mel_decode(
     model: Path = typer.Option(..., "-m", "--model", help="a mel decoder model directory"),
     out: Path = typer.Option(..., "-o", "--out", help="output directory for <name>.npy log-mels"),
     steps: int = typer.Option(1, "--steps"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", callback=_seed, help="noise seed, 0 to 2^63 - 1"),
     device: str = typer.Option("cpu", "--device"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace output files that already exist"),
 ) -> None:
@@ -281,8 +305,8 @@ def mel_decode(
     dev = _device(device)
     check_out_dir(out)
     files = _audio_inputs(inputs, (".npy", ".wav"))
-    check_outputs([out / f"{f.stem}.npy" for f in files], inputs=files, overwrite=overwrite)
-    paths = decode_files(model, files, out, steps=steps, seed=seed, device=dev)
+    check_outputs([_dest(out, f.stem, ".npy") for f in files], inputs=files, overwrite=overwrite)
+    paths = decode_files(model, files, out, steps=steps, seed=seed, device=dev, overwrite=overwrite)
     typer.echo(f"wrote {len(paths)} mel file(s) to {out}")
 
 
@@ -306,7 +330,7 @@ def edit_inpaint(
     steps: int = typer.Option(2, "--steps"),
     out: Path = typer.Option(..., "-o", "--out", help="output .wav"),
     unconditional: bool = typer.Option(False, "--unconditional", help="ignore the mel (needs a model trained with cond_dropout)"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", callback=_seed, help="noise seed, 0 to 2^63 - 1"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the output file if it exists"),
 ) -> None:
     """Fill a gap in a recording; everything outside the gap is kept."""
@@ -321,7 +345,7 @@ def edit_inpaint(
     voc = Vocoder.from_pretrained(model)
     audio = torch.from_numpy(load_audio(inp, voc.sample_rate, warn=_warn))
     res = voc.inpaint(audio, start, end, steps=steps, use_mel=not unconditional, generator=torch.Generator().manual_seed(seed))
-    write_wav_atomic(out, res.cpu().numpy(), voc.sample_rate)
+    write_wav_atomic(out, res.cpu().numpy(), voc.sample_rate, overwrite=overwrite)
     typer.echo(f"wrote {out}")
 
 
@@ -332,7 +356,7 @@ def edit_bwe(
     steps: int = typer.Option(2, "--steps"),
     out: Path = typer.Option(..., "-o", "--out"),
     use_mel: bool = typer.Option(True, "--use-mel/--unconditional", help="condition on the input's own mel"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", callback=_seed, help="noise seed, 0 to 2^63 - 1"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the output file if it exists"),
 ) -> None:
     """Extend a band-limited recording to the model's rate, keeping its known band."""
@@ -347,7 +371,7 @@ def edit_bwe(
     src_rate, _ = audio_info(inp)
     audio = torch.from_numpy(load_audio(inp, voc.sample_rate, warn=_warn))
     res = voc.extend_bandwidth(audio, src_rate, steps=steps, use_mel=use_mel, generator=torch.Generator().manual_seed(seed))
-    write_wav_atomic(out, res.cpu().numpy(), voc.sample_rate)
+    write_wav_atomic(out, res.cpu().numpy(), voc.sample_rate, overwrite=overwrite)
     typer.echo(f"wrote {out} ({src_rate} Hz -> {voc.sample_rate} Hz)")
 
 
@@ -381,7 +405,7 @@ def evaluate(
     limit: Optional[int] = typer.Option(None, "--limit", help="at most this many utterances"),
     max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="crop each utterance"),
     device: str = typer.Option("cpu", "--device"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", callback=_seed, help="noise seed, 0 to 2^63 - 1"),
     baseline: List[str] = typer.Option([], "--baseline", help="add training-free rows: griffinlim (32 and 64 "
                                        "iterations on the same mel), pghi (phase-gradient heap integration, and "
                                        "pghi-gl32); without -m only the baselines are scored"),
@@ -412,7 +436,8 @@ def evaluate(
     res = run(str(data), model_dir=str(model) if model else None, fmt=fmt, steps=_int_list(steps, "--steps"),
               teacher_dir=str(teacher) if teacher else None, teacher_steps=_int_list(teacher_steps, "--teacher-steps"),
               out_dir=out, split=split, limit=limit, max_seconds=max_seconds, device=_device(device), seed=seed,
-              metrics=names, baselines=baselines, preset=preset, with_default=with_default, projection=projection)
+              metrics=names, baselines=baselines, preset=preset, with_default=with_default, projection=projection,
+              overwrite=overwrite)
     from cmaudio.report import markdown_table, summarize
 
     typer.echo(markdown_table(summarize(res)))
@@ -458,7 +483,7 @@ def bench(
         typer.echo(b.format_header())
     typer.echo(b.format_summary(recs))
     if json_path:
-        b.write_json(recs, json_path)
+        b.write_json(recs, json_path, overwrite=overwrite)
         typer.echo(f"wrote {json_path}")
 
 
@@ -467,21 +492,64 @@ def bench(
 # ----------------------------------------------------------------------------------------------
 
 
+class _Terminated(BaseException):
+    """Raised by the SIGTERM handler: a BaseException, so that no ``except Exception`` swallows it and every
+    atomic write on the way out removes its temporary."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated(signum)
+
+
+def _install_sigterm():
+    """SIGTERM unwinds like Ctrl-C (temporaries removed on the way out); returns the previous handler (None
+    where no handler can be set: not the main thread)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
-    """Console entry point: one-line errors, exit 2 for user errors, 130 for Ctrl-C."""
+    """Console entry point: one-line errors, exit 2 for user errors, 130 for Ctrl-C, 143 for SIGTERM; on a
+    signal every temporary in flight is removed (cmaudio.io.remove_in_flight), so nothing half-written stays."""
+    import signal
+
+    previous = _install_sigterm()
+    try:
+        _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Optional[list[str]]) -> None:
     import click
+
+    from cmaudio.io import remove_in_flight
 
     debug = bool(os.environ.get("CMAUDIO_DEBUG"))
     cmd = typer.main.get_command(app)
     try:
         rv = cmd.main(args=argv, prog_name="cmaudio", standalone_mode=False)
         sys.exit(rv if isinstance(rv, int) else 0)
+    except _Terminated:
+        remove_in_flight()
+        _err("error: terminated (SIGTERM); partial outputs were removed")
+        sys.exit(143)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
         sys.exit(2)
     except click.exceptions.Abort:
+        remove_in_flight()
         _err("aborted")
         sys.exit(130)
     except CmaudioError as e:
@@ -490,6 +558,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         _err(f"error: {e}")
         sys.exit(2)
     except KeyboardInterrupt:
+        remove_in_flight()
         _err("interrupted")
         sys.exit(130)
     except OSError as e:  # the file system said no (permissions, a file where a directory goes, disk full)

@@ -372,6 +372,32 @@ def _check_finite(cfg: Config) -> None:
                     raise ConfigError(f"{where} must be a finite number (got {x!r})")
 
 
+# Upper bounds of the network sizes: far above any trained model (the largest presets use a few hundred
+# channels and a few dozen layers), far below what would exhaust a machine before any check could run.
+SIZE_LIMITS = {"frame_dim": 8192, "frame_layers": 256, "frame_n_fft": 16384, "residual_layers": 256,
+               "residual_channels": 4096, "dilation_cycle": 24, "channels": 4096, "factors": 4096}
+MAX_LEVELS = 16  # entries of model.channels / model.factors
+
+
+def _check_sizes(m) -> None:
+    """Network sizes must be positive and below SIZE_LIMITS: `frame_layers: 1000000` in a model directory's
+    config.json would otherwise allocate until the kernel kills the process."""
+    for key, limit in SIZE_LIMITS.items():
+        v = getattr(m, key)
+        if v is None:
+            continue
+        values = list(v) if isinstance(v, (tuple, list)) else [v]
+        if isinstance(v, (tuple, list)) and not 1 <= len(values) <= MAX_LEVELS:
+            raise ConfigError(f"model.{key} must list 1 to {MAX_LEVELS} values (got {len(values)})")
+        for x in values:
+            if not 1 <= x <= limit:
+                raise ConfigError(f"model.{key} = {v if len(values) == 1 else list(v)} is outside [1, {limit}]: no "
+                                  "network of this size is plausible; fix the config")
+
+
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; seeds are offset by item and rank indices
+
+
 def _check_ranges(cfg: Config) -> None:
     """Ranges outside which a value cannot work (a negative lr, betas >= 1, negative weights, ...)."""
     m, o, t, d = cfg.model, cfg.objective, cfg.train, cfg.data
@@ -388,6 +414,8 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError(f"train.warmup_steps must be >= 0 (got {t.warmup_steps})")
     if not 0 <= t.min_lr_ratio <= 1:
         raise ConfigError(f"train.min_lr_ratio must be in [0, 1] (got {t.min_lr_ratio})")
+    if not 0 <= t.seed <= MAX_SEED:
+        raise ConfigError(f"train.seed must be an integer in [0, {MAX_SEED}] (got {t.seed})")
     if t.max_nonfinite < 1:
         raise ConfigError(f"train.max_nonfinite must be >= 1 (got {t.max_nonfinite})")
     if t.max_minutes is not None and not t.max_minutes > 0:
@@ -403,6 +431,7 @@ def _check_ranges(cfg: Config) -> None:
                           f"{d.standin_smooth})")
     if not 0 <= m.dropout < 1:
         raise ConfigError(f"model.dropout must be in [0, 1) (got {m.dropout})")
+    _check_sizes(m)
     if not m.rho > 0:
         raise ConfigError(f"model.rho must be > 0 (got {m.rho})")
     for name, w in o.distance.items():
@@ -587,11 +616,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def _read_yaml(path: Path) -> dict:
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"recipe not found: {path}") from None
     except OSError as e:
         raise ConfigError(f"cannot read recipe {path}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at line {line}); save the recipe "
+                          "as UTF-8") from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # safe_load semantics, duplicate keys refused
     except _DuplicateKey as e:

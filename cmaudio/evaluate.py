@@ -26,7 +26,7 @@ from cmaudio.config import Config, DataConfig
 from cmaudio.data import list_utterances, load_utterance_audio, split_utterances
 from cmaudio.errors import ConfigError, DataError
 from cmaudio.features import MelSpectrogram, get_preset
-from cmaudio.io import write_wav_atomic
+from cmaudio.io import confined_path, write_wav_atomic
 from cmaudio.metrics import METRIC_NAMES, compute_all, require
 from cmaudio.projection import check_iters
 from cmaudio.report import write_report
@@ -54,6 +54,11 @@ def held_out_utterances(source, root: str, fmt: str, split: str = "val", limit: 
     if not utts:
         raise DataError(f"no held-out ({split}) utterances in {root}; pass --split all to evaluate every file")
     return utts[:limit] if limit else utts
+
+
+def _audio_rel(out_dir: Path, setting: str, uid: str) -> str:
+    """'audio/<setting>/<uid>.wav', refused (DataError naming the id) unless it stays inside out_dir."""
+    return confined_path(out_dir, "audio", setting, uid, suffix=".wav", what="utterance id").relative_to(out_dir).as_posix()
 
 
 def _timed(fn, device: torch.device):
@@ -87,6 +92,7 @@ def evaluate(
     with_default: bool = False,
     projection: Optional[int] = None,
     progress=None,
+    overwrite: bool = False,
 ) -> dict:
     """Evaluate a model (and optionally a teacher and baselines) and write the report to out_dir.
 
@@ -109,7 +115,8 @@ def evaluate(
     Each recording is cropped to a whole number of mel hops so that every row is scored on the same
     samples; its mel is computed once and shared by all rows, and its reference analyses (pYIN,
     CREPE) are computed once (cmaudio.metrics.compute_all's ref_cache). Missing metric packages
-    raise MissingPackageError before anything runs. Returns the results (see cmaudio.report).
+    raise MissingPackageError before anything runs. A file already in out_dir is replaced only with `overwrite`.
+    Returns the results (see cmaudio.report).
     """
     baselines = list(dict.fromkeys(baselines))
     unknown = [b for b in baselines if b not in BASELINES]
@@ -154,6 +161,11 @@ def evaluate(
     p = features.preset
     sr, hop = int(features.sample_rate), int(features.hop_length)
     utts = held_out_utterances(voc if voc is not None else Config().data, data_root, fmt, split, limit)
+    rows = ["ground_truth", *(f"{fam}-{k}step" for fam, _, ks in models for k in ks),
+            *(f"griffinlim-{n}" for n in (iters if "griffinlim" in baselines else ()))]
+    for name in rows:  # every output path is confined to out_dir before anything is computed or written
+        for u in utts:
+            _audio_rel(out_dir, name, u.id)
     results: dict = {
         "meta": {"model": str(model_dir or ("default" if voc is not None else "none")),
                  "teacher": str(teacher_dir) if teacher_dir else None, "baselines": baselines or None,
@@ -177,8 +189,8 @@ def evaluate(
             x = a.clamp(-1.0, 1.0) if getattr(p, "clip_audio", False) else a
             mels[u.id] = (voc.mel(a.to(voc.device)) if voc is not None else features(x.unsqueeze(0)))
         caches[u.id] = {}
-        rel = f"audio/ground_truth/{u.id}.wav"
-        write_wav_atomic(out_dir / rel, a.numpy(), sr)
+        rel = _audio_rel(out_dir, "ground_truth", u.id)
+        write_wav_atomic(out_dir / rel, a.numpy(), sr, overwrite=overwrite)
         results["ground_truth"]["audio"][u.id] = rel
         ref_np = a.numpy()
         results["ground_truth"]["per_utterance"][u.id] = compute_all(ref_np, ref_np, sr, metrics=wanted,
@@ -193,8 +205,8 @@ def evaluate(
             compute += dt
             audio_s += gen.shape[-1] / sr
             gen_np = gen.detach().cpu().numpy()
-            rel = f"audio/{setting['name']}/{uid}.wav"
-            write_wav_atomic(out_dir / rel, gen_np, sr)
+            rel = _audio_rel(out_dir, setting["name"], uid)
+            write_wav_atomic(out_dir / rel, gen_np, sr, overwrite=overwrite)
             setting["audio"][uid] = rel
             setting["per_utterance"][uid] = compute_all(a.numpy(), gen_np, sr, metrics=wanted, ref_cache=caches[uid])
             if progress:
@@ -228,6 +240,6 @@ def evaluate(
                        "per_utterance": {}, "audio": {}}
             run_setting(setting, lambda i, mel, n=n: pghi(mel.cpu(), p, gl_iters=n, seed=seed + i)[0],
                         torch.device("cpu"))
-    paths = write_report(results, out_dir)
+    paths = write_report(results, out_dir, overwrite=overwrite)
     results["paths"] = {k: str(path) for k, path in paths.items() if not isinstance(path, dict)}
     return results

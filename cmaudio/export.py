@@ -15,6 +15,7 @@ mel), clamped to [-1, 1], is what `cmaudio vocode` makes. (Output ``audio_out``:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -22,22 +23,24 @@ import torch
 from torch import nn
 
 from cmaudio import checkpoint as ckpt
-from cmaudio.build import build_model
+from cmaudio.build import build_for_weights, build_model
 from cmaudio.errors import CheckpointError, ConfigError
 from cmaudio.features import MelSpectrogram, get_preset
-from cmaudio.io import atomic_path
+from cmaudio.io import atomic_path, exists_error
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, *, ema: Optional[float] = None, onnx: bool = False) -> Path:
-    """Write a model directory from the newest valid checkpoint of `run_dir`; returns out_dir."""
+def export_run(run_dir: str | Path, out_dir: str | Path, *, ema: Optional[float] = None, onnx: bool = False,
+               overwrite: bool = False) -> Path:
+    """Write a model directory from the newest valid checkpoint of `run_dir`; returns out_dir. Files already in
+    out_dir are replaced only with `overwrite`."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory not found: {run_dir}")
     picked = ckpt.pick_weights(run_dir, ema=ema, what="run", ema_option="--ema", hint=" to export")
     run = picked.info
     cfg, kind = run.config, run.kind
-    model = build_model(cfg, run.sigma_data, kind, cond_channels=run.cond_channels)
-    ckpt.load_state_into(model, picked.weights, str(picked.path))
+    model = build_for_weights(lambda: build_model(cfg, run.sigma_data, kind, cond_channels=run.cond_channels),
+                              picked.weights, str(picked.path))
     param = model.param
     sig = run.default_sigmas  # the recipe's sampling.sigmas win over the Karras defaults
     default_sigmas = {k: sig.get(k, param.default_sigmas(k)) for k in (1, 2, 3, 4)} if kind == "consistency" else {}
@@ -49,14 +52,29 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, ema: Optional[float]
     )
     if onnx:  # check before writing anything, so a refused --onnx leaves no partial model directory
         _check_onnx(cfg.model.domain)
+    present = [out_dir / n for n in (ckpt.MODEL_FILE, ckpt.CONFIG_FILE, *ONNX_FILES) if os.path.lexists(out_dir / n)]
+    if present and not overwrite:
+        raise exists_error(present[0])
     for name in ONNX_FILES:  # ONNX files of earlier weights would not match the new ones: the directory is
-        if (out_dir / name).is_file():  # replaced, and a failed ONNX export leaves none rather than stale ones
+        if os.path.lexists(out_dir / name):  # replaced, and a failed ONNX export leaves none rather than stale ones
             (out_dir / name).unlink()
-    ckpt.save_model_dir(out_dir, weights=model.state_dict(), info=info)
-    if onnx:
-        export_onnx(model, out_dir / "model.onnx", n_mels=preset.n_mels, hop=preset.hop_length, domain=cfg.model.domain)
-        if cfg.sampling.projection:
-            export_onnx_projection(MelSpectrogram(preset), cfg.sampling.projection, out_dir / "projection.onnx")
+    fresh = not os.path.lexists(out_dir)
+    try:
+        ckpt.save_model_dir(out_dir, weights=model.state_dict(), info=info, overwrite=overwrite)
+        if onnx:
+            export_onnx(model, out_dir / "model.onnx", n_mels=preset.n_mels, hop=preset.hop_length,
+                        domain=cfg.model.domain)
+            if cfg.sampling.projection:
+                export_onnx_projection(MelSpectrogram(preset), cfg.sampling.projection, out_dir / "projection.onnx")
+    except BaseException:  # a full disk, a signal: a model directory this export made is removed, not left half
+        if fresh:
+            for name in (ckpt.MODEL_FILE, ckpt.CONFIG_FILE, *ONNX_FILES):
+                (out_dir / name).unlink(missing_ok=True)
+            try:
+                out_dir.rmdir()
+            except OSError:
+                pass
+        raise
     return out_dir
 
 

@@ -73,13 +73,13 @@ import torch
 from torch import Tensor, nn
 
 from cmaudio import checkpoint as ckpt
-from cmaudio.build import build_generator, build_model, build_objective
+from cmaudio.build import build_for_weights, build_generator, build_model, build_objective
 from cmaudio.config import Config, DataConfig, from_dict, replace
 from cmaudio.data import load_audio
 from cmaudio.data.meldata import mel_stats, standin_cond
 from cmaudio.errors import CheckpointError, ConfigError, DataError
 from cmaudio.features import MelSpectrogram, get_preset
-from cmaudio.io import load_npy, save_npy_atomic
+from cmaudio.io import confined_path, load_npy, save_npy_atomic
 from cmaudio.sampling import consistency_sample, ode_sample, strictly_decreasing, teacher_sigmas
 from cmaudio.generator import GeneratorDefaults, InferenceSpec
 
@@ -227,19 +227,20 @@ class MelDecoder(GeneratorDefaults, nn.Module):
         if info.domain != "mel":
             raise CheckpointError(f"{model_dir} holds a waveform vocoder, not a mel decoder; load it with Vocoder")
         spec = info.spec
-        model = build_generator(spec)
-        ckpt.load_state_into(model, weights, f"{model_dir / ckpt.MODEL_FILE}")
+        model = build_for_weights(lambda: build_generator(spec), weights, f"{model_dir / ckpt.MODEL_FILE}")
         dec = cls(model, spec, config=info.config)
         dec.info = info
         return dec.to(device)
 
-    def save_pretrained(self, model_dir: Union[str, Path], extra: Optional[dict[str, Any]] = None) -> None:
-        """Write config.json + model.safetensors (this decoder's current weights and statistics)."""
+    def save_pretrained(self, model_dir: Union[str, Path], extra: Optional[dict[str, Any]] = None, *,
+                        overwrite: bool = False) -> None:
+        """Write config.json + model.safetensors (this decoder's current weights and statistics); files already
+        there are replaced only with `overwrite`."""
         sigmas = {k: self.sigmas_for(k) for k in (1, 2, 3, 4)} if self.kind == "consistency" else {}
         config = self.config if self.config is not None else self.spec.to_config()
         info = ckpt.ModelDirInfo(kind=self.kind, config=config, sigma_data=self.spec.sigma_data,
                                  domain_info=self.model_info(), default_sigmas=sigmas, extra=extra or {})
-        ckpt.save_model_dir(Path(model_dir), weights=self.model.state_dict(), info=info)
+        ckpt.save_model_dir(Path(model_dir), weights=self.model.state_dict(), info=info, overwrite=overwrite)
 
     # ------------------------------------------------------------------ conversions
     def normalize(self, mel: Tensor) -> Tensor:
@@ -435,8 +436,10 @@ def decode_files(
     steps: int = 1,
     seed: int = 0,
     device: str = "cpu",
+    overwrite: bool = False,
 ) -> list[Path]:
     """Decode cond files to mel files: <stem>.npy (C_cond, T) -> out_dir/<stem>.npy (n_mels, T) float32.
+    An existing output is replaced only with `overwrite`.
 
     A .wav input is a demo: its own log-mel's stand-in (the cond the model was trained with when
     data.cond_dir was null) is decoded. The results go to `cmaudio vocode` with a vocoder of the
@@ -447,8 +450,11 @@ def decode_files(
     jobs = []
     for f in map(Path, inputs):
         if f.suffix.lower() == ".wav":
-            audio = load_audio(f, dec.sample_rate, clip=dec.features.preset.clip_audio)
-            cond = dec.standin(dec.mel(torch.from_numpy(audio)).cpu())
+            try:
+                audio = load_audio(f, dec.sample_rate, clip=dec.features.preset.clip_audio)
+                cond = dec.standin(dec.mel(torch.from_numpy(audio)).cpu())
+            except DataError as e:  # name the file (a too-short recording's message did not)
+                raise DataError(str(e) if f.name in str(e) else f"{f}: {e}") from None
         elif f.suffix.lower() == ".npy":
             arr = load_npy(f)  # its errors name the path already
             try:
@@ -459,13 +465,16 @@ def decode_files(
                 raise DataError(f"{f}: give one utterance per file (got a batch of {cond.shape[0]})")
         else:
             raise DataError(f"{f}: unsupported input (give .npy cond files or .wav recordings)")
-        jobs.append((Path(out_dir) / f"{f.stem}.npy", cond))
+        jobs.append((confined_path(out_dir, f.stem, suffix=".npy", what="input name"), cond))
     if len({d for d, _ in jobs}) != len(jobs):
         raise DataError("two inputs would write the same output file; use distinct names")
     out = []
     for dest, cond in jobs:  # every file gets the noise of `seed`: its result does not depend on the others
         mel = dec.generate(cond, steps=steps, generator=torch.Generator().manual_seed(seed))[0].cpu().numpy()
-        save_npy_atomic(dest, mel.astype(np.float32))
+        if not np.isfinite(mel).all():
+            raise DataError(f"the mel decoder produced non-finite values (NaN or inf) for {dest.name}; its weights or "
+                            "the input are broken")
+        save_npy_atomic(dest, mel.astype(np.float32), overwrite=overwrite)
         out.append(dest)
     return out
 

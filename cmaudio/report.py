@@ -60,7 +60,7 @@ from urllib.parse import quote, unquote, urlsplit
 import numpy as np
 
 from cmaudio.errors import DataError
-from cmaudio.io import atomic_path, write_text_atomic
+from cmaudio.io import atomic_path, confined_path, write_text_atomic
 from cmaudio.metrics import (
     GRIFFINLIM_FOOLED,
     HIGHER_IS_BETTER,
@@ -128,6 +128,10 @@ def _check_relpath(path: Any, where: str) -> str:
     text = str(path).replace("\\", "/")
     if text.startswith("/") or re.match(r"^[A-Za-z]:/", text) or urlsplit(text).scheme:
         raise DataError(f"{where}: {text!r} is not relative; copy the file into the report directory and give its relative path")
+    bad = [part for part in text.split("/") if part == ".." or "\x00" in part]
+    if bad:
+        raise DataError(f"{where}: {text!r} leads outside the report directory or holds an unusable name "
+                        f"({bad[0]!r}); give a path inside it")
     return text
 
 
@@ -276,11 +280,11 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_json(results: Mapping, out_dir: str | Path) -> Path:
+def write_json(results: Mapping, out_dir: str | Path, *, overwrite: bool = False) -> Path:
     """Write the summarized results as strict JSON (NaN/inf -> null) to out_dir/report.json; return the path."""
     data = _jsonable(_summarized(results))
     path = Path(out_dir) / JSON_NAME
-    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n", overwrite=overwrite)
     return path
 
 
@@ -436,7 +440,7 @@ def markdown_table(results: Mapping) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(results: Mapping, out_dir: str | Path) -> Path:
+def write_markdown(results: Mapping, out_dir: str | Path, *, overwrite: bool = False) -> Path:
     """Write out_dir/report.md (meta list, metrics table with definitions as footnotes); return the path."""
     res = _summarized(results)
     parts = ["# Evaluation report", ""]
@@ -446,7 +450,7 @@ def write_markdown(results: Mapping, out_dir: str | Path) -> Path:
         parts.append("")
     parts.append(markdown_table(res))
     path = Path(out_dir) / MARKDOWN_NAME
-    write_text_atomic(path, "\n".join(parts))
+    write_text_atomic(path, "\n".join(parts), overwrite=overwrite)
     return path
 
 
@@ -460,14 +464,14 @@ def _new_figure(width: float, height: float):
     return fig
 
 
-def _save_png(fig, path: str | Path) -> Path:
+def _save_png(fig, path: str | Path, overwrite: bool = False) -> Path:
     path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
+    with atomic_path(path, suffix=".png", overwrite=overwrite) as tmp:
         fig.savefig(tmp, format="png")
     return path
 
 
-def plot_quality_vs_nfe(results: Mapping, out_dir: str | Path) -> Path:
+def plot_quality_vs_nfe(results: Mapping, out_dir: str | Path, *, overwrite: bool = False) -> Path:
     """Write out_dir/quality_vs_nfe.png: one subplot per metric, x = NFE (log2 axis), y = mean with a
     95 % CI error bar, one line per model family (settings of a family joined in NFE order)."""
     res = _summarized(results)
@@ -513,7 +517,7 @@ def plot_quality_vs_nfe(results: Mapping, out_dir: str | Path) -> Path:
         if k == 0:
             ax.legend(fontsize=7, title="family", title_fontsize=7)
     fig.tight_layout()
-    return _save_png(fig, Path(out_dir) / PLOT_NAME)
+    return _save_png(fig, Path(out_dir) / PLOT_NAME, overwrite)
 
 
 def _log_mel_db(audio: np.ndarray, sr: int, ref_power: float | None = None) -> tuple[np.ndarray, float]:
@@ -561,7 +565,7 @@ def _narrowband_db(audio: np.ndarray, sr: int) -> tuple[np.ndarray, float]:
     return db, top_bin * sr / n_fft
 
 
-def spectrogram_png(audio, sr: int, path: str | Path, title: str | None = None) -> Path:
+def spectrogram_png(audio, sr: int, path: str | Path, title: str | None = None, *, overwrite: bool = False) -> Path:
     """Draw, side by side, an 80-band log-mel spectrogram (n_fft 1024, hop 256, fmax sr/2; dB re the
     clip's peak, 80 dB range) and a narrowband linear-frequency one (|STFT|, n_fft 2048, hop 128, 0-4 kHz,
     dB re its peak, 80 dB range) of a 1-D waveform to a small PNG at `path` (atomic). Returns the path.
@@ -584,10 +588,11 @@ def spectrogram_png(audio, sr: int, path: str | Path, title: str | None = None) 
     ax2.set_xlabel("time (s)", fontsize=7)
     ax2.tick_params(labelsize=6)
     fig.tight_layout()
-    return _save_png(fig, path)
+    return _save_png(fig, path, overwrite)
 
 
-def comparison_png(ref, est, sr: int, path: str | Path, title: str | None = None) -> Path:
+def comparison_png(ref, est, sr: int, path: str | Path, title: str | None = None, *,
+                   overwrite: bool = False) -> Path:
     """Two log-mel spectrograms, ground truth above and generated below, on one dB scale (re the
     ground truth's peak) and a shared time axis; written atomically to `path`. Returns the path."""
     r = _as_signal(ref, "ref")
@@ -601,14 +606,14 @@ def comparison_png(ref, est, sr: int, path: str | Path, title: str | None = None
     _draw_mel(ax2, db_e, int(sr), "generated")
     ax2.set_xlabel("time (s)", fontsize=7)
     fig.tight_layout()
-    return _save_png(fig, path)
+    return _save_png(fig, path, overwrite)
 
 
 def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._") or "x"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._")[:200] or "x"
 
 
-def write_spectrograms(results: Mapping, out_dir: str | Path) -> dict:
+def write_spectrograms(results: Mapping, out_dir: str | Path, *, overwrite: bool = False) -> dict:
     """Return a copy of `results` whose "spectrograms" covers every listed audio file, drawing the missing
     ones to out_dir/spectrograms/<setting>/<utt>.png. Raises DataError if a listed audio file is missing."""
     import soundfile as sf
@@ -640,7 +645,8 @@ def write_spectrograms(results: Mapping, out_dir: str | Path) -> dict:
             while rel_png in taken:  # two ids that sanitise alike ("a b", "a_b") get distinct files
                 rel_png = f"spectrograms/{_safe_name(key)}/{_safe_name(utt)}-{k}.png"
                 k += 1
-            spectrogram_png(data.mean(axis=1), sr, out_dir / rel_png, title=f"{key} / {utt}")
+            png = confined_path(out_dir, *rel_png.split("/"), what="spectrogram name")  # no symlinked subdir leads out
+            spectrogram_png(data.mean(axis=1), sr, png, title=f"{key} / {utt}", overwrite=overwrite)
             table[utt] = rel_png
     return res
 
@@ -670,7 +676,7 @@ def _utterances(res: Mapping) -> list[str]:
     return sorted(utts)
 
 
-def write_html(results: Mapping, out_dir: str | Path) -> Path:
+def write_html(results: Mapping, out_dir: str | Path, *, overwrite: bool = False) -> Path:
     """Write out_dir/report.html: a self-contained listening page (inline CSS, no scripts, no external
     resources). It shows meta, the metrics table, the quality-vs-NFE plot if present, the metric
     definitions, then one table per utterance: ground truth and every setting side by side, each with an
@@ -725,7 +731,7 @@ def write_html(results: Mapping, out_dir: str | Path) -> Path:
         p.append("</tr></table>")
     p += ["</body>", "</html>", ""]
     path = out_dir / HTML_NAME
-    write_text_atomic(path, "\n".join(p))
+    write_text_atomic(path, "\n".join(p), overwrite=overwrite)
     return path
 
 
@@ -765,21 +771,22 @@ def referenced_files(html_path: str | Path) -> list[Path]:
 
 
 # --- everything ----------------------------------------------------------------------------------
-def write_report(results: Mapping, out_dir: str | Path) -> dict[str, Path]:
+def write_report(results: Mapping, out_dir: str | Path, *, overwrite: bool = False) -> dict[str, Path]:
     """Summarize `results` and write the whole report into `out_dir` (which must already hold the audio
     files the results list). Draws missing spectrograms, then writes report.json, report.md,
-    quality_vs_nfe.png and report.html, each atomically.
+    quality_vs_nfe.png and report.html, each atomically; a file already there is replaced only with `overwrite`
+    (else DataError naming it).
 
     Returns {"json", "markdown", "plot", "html": Path, "spectrograms": [Path, ...]}.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    res = summarize(write_spectrograms(results, out_dir))
+    res = summarize(write_spectrograms(results, out_dir, overwrite=overwrite))
     written = {
-        "json": write_json(res, out_dir),
-        "markdown": write_markdown(res, out_dir),
-        "plot": plot_quality_vs_nfe(res, out_dir),
-        "html": write_html(res, out_dir),
+        "json": write_json(res, out_dir, overwrite=overwrite),
+        "markdown": write_markdown(res, out_dir, overwrite=overwrite),
+        "plot": plot_quality_vs_nfe(res, out_dir, overwrite=overwrite),
+        "html": write_html(res, out_dir, overwrite=overwrite),
     }
     written["spectrograms"] = [out_dir / rel for table in res["spectrograms"].values() for rel in table.values()]
     return written

@@ -285,7 +285,7 @@ def train(
     writer = None
     if dinfo.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg))
+        write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg), overwrite=True)  # the run's own (resume)
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run_dir / "tb"))

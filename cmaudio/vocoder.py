@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from cmaudio import checkpoint as ckpt
-from cmaudio.build import build_generator
+from cmaudio.build import build_for_weights, build_generator
 from cmaudio.config import Config, replace
 from cmaudio.errors import CheckpointError, DataError
 from cmaudio.features import MelSpectrogram, can_convert, convert, get_preset
@@ -197,21 +197,22 @@ class Vocoder(GeneratorDefaults, nn.Module):
         spec = info.spec
         if spec.domain != "wave":
             raise CheckpointError(f"{model_dir} holds a mel decoder (model.domain = mel); load it with MelDecoder")
-        model = build_generator(spec)
-        ckpt.load_state_into(model, weights, f"{model_dir / ckpt.MODEL_FILE}")
+        model = build_for_weights(lambda: build_generator(spec), weights, f"{model_dir / ckpt.MODEL_FILE}")
         voc = cls(model, spec, config=info.config)
         voc.info = info
         return voc.to(device)
 
-    def save_pretrained(self, model_dir: str | Path, extra: Optional[dict[str, Any]] = None) -> None:
-        """Write config.json + model.safetensors (this vocoder's current weights)."""
+    def save_pretrained(self, model_dir: str | Path, extra: Optional[dict[str, Any]] = None, *,
+                        overwrite: bool = False) -> None:
+        """Write config.json + model.safetensors (this vocoder's current weights); files already there are
+        replaced only with `overwrite`."""
         sigmas = {k: self.sigmas_for(k) for k in (1, 2, 3, 4)} if self.kind == "consistency" else {}
         config = self.config if self.config is not None else self.spec.to_config()
         if config.sampling.projection != self.projection:  # the current default wins over the training recipe's
             config = replace(config, sampling={"projection": self.projection})
         info = ckpt.ModelDirInfo(kind=self.kind, config=config, sigma_data=self.spec.sigma_data,
                                  domain_info=self.spec.domain_info, default_sigmas=sigmas, extra=extra or {})
-        ckpt.save_model_dir(Path(model_dir), weights=self.model.state_dict(), info=info)
+        ckpt.save_model_dir(Path(model_dir), weights=self.model.state_dict(), info=info, overwrite=overwrite)
 
     # ------------------------------------------------------------------ features
     def mel(self, audio: Tensor | np.ndarray) -> Tensor:
@@ -299,6 +300,9 @@ class Vocoder(GeneratorDefaults, nn.Module):
             s = list(sigmas) if sigmas is not None else teacher_sigmas(self.model.param, steps)
             audio = ode_sample(fn, shape, sigmas=s, cond=m, generator=generator, device=self.device)
         audio = mel_projection(audio[:, 0], m, self.features, iters)
+        if not bool(torch.isfinite(audio).all()):  # never hand on NaN/inf (a WAV writer turns it into -32768)
+            raise DataError("the network produced non-finite audio (NaN or inf) for this mel; the model's weights "
+                            "or the input mel are broken")
         return audio.clamp(-1.0, 1.0) if clamp else audio
 
     def forward(self, audio: Tensor | np.ndarray, steps: int = 1, generator: Optional[torch.Generator] = None) -> Tensor:

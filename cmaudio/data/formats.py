@@ -15,7 +15,10 @@ Supported formats (DataConfig.format):
   path relative to the list file's directory or absolute); blank lines and ``#`` comments are
   ignored; id = file stem; speaker defaults to the containing directory's name.
 
-Ids must be unique within a corpus (they name TTS mel files ``<id>.npy`` and salt the split hash).
+Ids must be unique within a corpus (they name TTS mel files ``<id>.npy`` and salt the split hash), and
+each must be one plain file name (cmaudio.io.name_problem: not empty, '.' or '..', no path separator,
+no NUL): ids name output files (evaluation audio, validation samples), so an id such as
+``../../x`` is refused at listing, naming it, before anything is read or written.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cmaudio.errors import DataError
+from cmaudio.io import name_problem
 
 FORMATS = ("ljspeech", "vctk", "libritts", "folder", "filelist")
 
@@ -62,6 +66,10 @@ def _missing_root(root: Path, fmt: str, what: str) -> DataError:
 def _check_unique(utts: list[Utterance], fmt: str) -> None:
     seen: dict[str, str] = {}
     for u in utts:
+        problem = name_problem(u.id)
+        if problem is not None:
+            raise DataError(f"utterance id {u.id!r} ({u.path}) in {fmt} corpus {problem}; ids name output files, so "
+                            "each must be a plain file name — fix or remove that entry")
         if u.id in seen:
             raise DataError(
                 f"duplicate utterance id {u.id!r} in {fmt} corpus ({seen[u.id]} and {u.path}); "
@@ -79,9 +87,7 @@ def _ljspeech(root: Path) -> list[Utterance]:
         if not line.strip():
             continue
         parts = line.split("|")
-        uid = parts[0].strip()
-        if not uid:
-            continue
+        uid = parts[0].strip()  # an empty id is refused with the others (_check_unique), not skipped
         text = parts[2].strip() if len(parts) > 2 and parts[2].strip() else (parts[1].strip() if len(parts) > 1 else "")
         utts.append(Utterance(uid, str(root / "wavs" / f"{uid}.wav"), "LJ", text))
     return utts

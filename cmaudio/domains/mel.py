@@ -25,7 +25,7 @@ from cmaudio.data import StreamSampler, splits_from_config
 from cmaudio.domains.base import Domain, add_png, check_features
 from cmaudio.data.meldata import MelPairs, MelSegmentDataset, _Moments
 from cmaudio.errors import CmaudioError, ConfigError, DataError
-from cmaudio.io import atomic_path
+from cmaudio.io import atomic_path, confined_path
 from cmaudio.mel import MelDecoder
 
 # Normalisation statistics use at most this many training utterances (evenly spread) when the
@@ -219,14 +219,16 @@ class MelDomain(Domain):
                 if self.cond_in_mel_space:
                     panels.append(("cond" + (" (stand-in)" if self.cond_source == "standin" else ""), c))
                 panels += [(name, gens[name][b, :, :n].numpy()) for name in gens]
-                png = out_dir / f"{uid}.png"
-                mel_panels_png(panels, png, title=f"step {step} {uid}")
+                png = confined_path(out_dir, uid, suffix=".png", what="utterance id")
+                mel_panels_png(panels, png, title=f"step {step} {uid}", overwrite=True)  # the run's own (resume)
                 add_png(writer, f"mel/{uid}", png, step)
         return {k: float(sum(v) / len(v)) for k, v in scores.items() if v}
 
 
-def mel_panels_png(panels: Sequence[tuple[str, np.ndarray]], path: Union[str, Path], title: Optional[str] = None) -> Path:
-    """Stacked log-mel images (n_mels, T) on one colour scale (the first panel's range), written atomically."""
+def mel_panels_png(panels: Sequence[tuple[str, np.ndarray]], path: Union[str, Path], title: Optional[str] = None, *,
+                   overwrite: bool = False) -> Path:
+    """Stacked log-mel images (n_mels, T) on one colour scale (the first panel's range), written atomically
+    (an existing file is replaced only with `overwrite`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -245,7 +247,7 @@ def mel_panels_png(panels: Sequence[tuple[str, np.ndarray]], path: Union[str, Pa
     fig.axes[-1].set_xlabel("frame", fontsize=7)
     fig.tight_layout()
     path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
+    with atomic_path(path, suffix=".png", overwrite=overwrite) as tmp:
         fig.savefig(tmp, format="png")
     return path
 

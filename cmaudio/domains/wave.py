@@ -17,7 +17,7 @@ from cmaudio.config import Config
 from cmaudio.data import dataset_from_config, estimate_sigma_data, load_utterance_audio, make_loader, splits_from_config
 from cmaudio.domains.base import Domain, add_png, check_features
 from cmaudio.errors import CmaudioError
-from cmaudio.io import write_wav_atomic
+from cmaudio.io import confined_path, write_wav_atomic
 from cmaudio.metrics import MissingPackageError, logmel_l1, mrstft, nmos, require
 from cmaudio.report import comparison_png
 from cmaudio.vocoder import Vocoder
@@ -101,10 +101,10 @@ class WaveDomain(Domain):
                 except CmaudioError:
                     pass
                 if i < 2:
-                    wav = out_dir / f"{uid}_{name}.wav"
-                    write_wav_atomic(wav, gen_np, sr)
-                    png = out_dir / f"{uid}_{name}.png"
-                    comparison_png(ref_np, gen_np, sr, png, title=f"step {step} {uid} {name}")
+                    wav = confined_path(out_dir, f"{uid}_{name}", suffix=".wav", what="utterance id")
+                    write_wav_atomic(wav, gen_np, sr, overwrite=True)  # the run's own samples (resume)
+                    png = confined_path(out_dir, f"{uid}_{name}", suffix=".png", what="utterance id")
+                    comparison_png(ref_np, gen_np, sr, png, title=f"step {step} {uid} {name}", overwrite=True)
                     if writer is not None:
                         writer.add_audio(f"audio/{uid}_{name}", torch.from_numpy(gen_np)[None], step, sample_rate=sr)
                     add_png(writer, f"spec/{uid}_{name}", png, step)

@@ -151,7 +151,7 @@ class FrameNet(nn.Module):
         self.hop, self.cond_hop, self.n_fft = int(hop), int(hop), int(n_fft)
         self.dim, self.num_layers = dim, layers
         bins = n_fft // 2 + 1
-        window = torch.hann_window(n_fft, periodic=True)
+        window = torch.hann_window(n_fft, periodic=True, device="cpu")  # cpu: buildable on the meta device too
         self.register_buffer("window", window, persistent=False)
         self.spec_scale = 1.0 / math.sqrt(float((window**2).sum()))  # unit-variance noise -> unit-variance bins
         # Griffin-Lim prior (off when prior_iters == 0): see _prior
