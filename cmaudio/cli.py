@@ -245,11 +245,12 @@ def vocode(
         groups.setdefault(j[2].shape[-1], []).append(j)
     bar = Progress(len(jobs), 0, enabled=True, every=1)
     done = 0
-    gen = torch.Generator().manual_seed(seed)
     for frames in sorted(groups):
         group = groups[frames]
         for i in range(0, len(group), batch_size):
             chunk = group[i : i + batch_size]
+            # a fresh generator per call: a file's audio depends on its mel and --seed, not on its batch
+            gen = torch.Generator().manual_seed(seed)
             audio = voc.decode(torch.cat([c[2] for c in chunk]), steps=steps, generator=gen,
                                projection=projection).cpu().numpy()
             for (src, dest, _), a in zip(chunk, audio):
