@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -145,6 +146,22 @@ def implausible_mel(mel) -> Optional[str]:
         return None
     return (f"mel values reach {peak:.3g}, far outside any log-mel's range (|x| <= {MEL_PLAUSIBLE_ABS:g}); is it a "
             "linear or unnormalised spectrogram? the audio will be meaningless")
+
+
+def loud_audio(audio, clips: bool) -> Optional[str]:
+    """A short warning when copy-synthesis input peaks above full scale (|x| > 1), else None.
+
+    Such audio (a float file) is not refused: with a preset that clips its input (`clips`, DiffWave's
+    stack) the mel is of the clipped audio; otherwise the mel keeps the peaks, and the vocoded audio
+    is clipped to [-1, 1] by decode's clamp (and by 16-bit files). Neither is silent.
+    """
+    a = audio.detach() if isinstance(audio, Tensor) else torch.as_tensor(np.asarray(audio))
+    peak = float(a.abs().max()) if a.numel() else 0.0
+    if not peak > 1.0:
+        return None
+    stage = "clipped to [-1, 1] before analysis, as the preset's stack does" if clips else \
+        "the vocoded audio is clipped to [-1, 1]"
+    return f"audio peaks at {peak:.3g}, above full scale: {stage}; scale it by {1 / peak:.3g} to keep its peaks"
 
 
 class Vocoder(GeneratorDefaults, nn.Module):
@@ -324,7 +341,14 @@ class Vocoder(GeneratorDefaults, nn.Module):
         return audio.clamp(-1.0, 1.0) if clamp else audio
 
     def forward(self, audio: Tensor | np.ndarray, steps: int = 1, generator: Optional[torch.Generator] = None) -> Tensor:
-        """Copy-synthesis: decode(mel(audio)). audio (T,) or (B, T) at sample_rate -> (B, frames * hop)."""
+        """Copy-synthesis: decode(mel(audio)). audio (T,) or (B, T) at sample_rate -> (B, frames * hop).
+
+        Audio peaking above 1 (float input) gives a UserWarning (`loud_audio`): its peaks are clipped.
+        """
+        check_generator(generator)
+        problem = loud_audio(audio, self.features.preset.clip_audio)
+        if problem:
+            warnings.warn(problem, stacklevel=2)
         return self.decode(self.mel(audio), steps=steps, generator=generator)
 
     # ------------------------------------------------------------------ editing
@@ -372,7 +396,8 @@ class Vocoder(GeneratorDefaults, nn.Module):
 
         The band below source_rate/2 is kept (in the STFT domain, CM Alg. 4). With use_mel=False
         the model runs unconditionally (needs a model trained with cond_dropout); with use_mel the
-        band-limited recording's own mel conditions it.
+        band-limited recording's own mel conditions it. audio: (T,) -> (T,), not clamped (a float
+        recording's peaks above 1 stay).
         """
         check_generator(generator)
         if source_rate >= self.sample_rate:
@@ -382,7 +407,7 @@ class Vocoder(GeneratorDefaults, nn.Module):
         z = indexed_noise(draw_seed(generator), (1, 1, padded.shape[0]), self.device)
         out = bandwidth_extension(self.model, padded[None, None], sample_rate=self.sample_rate, cutoff_hz=source_rate / 2,
                                   sigmas=self.sigmas_for(steps), cond=cond, generator=z)
-        return out[0, 0, :T].clamp(-1, 1)
+        return out[0, 0, :T]
 
 
-__all__ = ["Vocoder", "Chunked", "DEFAULT_MODEL_DIR"]
+__all__ = ["Vocoder", "Chunked", "DEFAULT_MODEL_DIR", "loud_audio"]

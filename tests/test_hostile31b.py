@@ -279,3 +279,168 @@ def test_cli_audio_does_not_depend_on_batch_size_or_batch_mates(tmp_path, projec
                        "--seed", "6", "--steps", "2")
     assert code == 0, err
     assert np.abs(read_wav(tmp_path / "seed6" / "m.wav")[0] - alone).max() > 100  # the seed still matters
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. editing keeps the input's rate, format and samples; copy-synthesis says when it clips
+# ----------------------------------------------------------------------------------------------
+
+
+def _speech(rate: int, seconds: float) -> np.ndarray:
+    from test_cli_inference import LJ
+    from cmaudio.data import load_audio
+
+    return load_audio(LJ / "LJ001-0012.wav", rate)[: int(seconds * rate)].astype(np.float64)
+
+
+def _no_model_load(monkeypatch):
+    from cmaudio.vocoder import Vocoder
+
+    def boom(*a, **k):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(Vocoder, "from_pretrained", classmethod(boom))
+
+
+@pytest.mark.parametrize("rate,subtype,channels", [(44100, "PCM_24", 2), (22050, "FLOAT", 1), (16000, "DOUBLE", 1),
+                                                   (48000, "PCM_16", 1), (22050, "PCM_32", 2)])
+def test_inpaint_keeps_rate_format_and_every_sample_outside_the_gap(tmp_path, model_dir_31b, capsys, rate, subtype,
+                                                                     channels):
+    import soundfile as sf
+
+    a = _speech(rate, 0.6)
+    if subtype in ("FLOAT", "DOUBLE"):
+        a = a * (1.6 / np.abs(a).max())  # float audio with peaks above full scale
+        a[100] = 1.75  # ... one of them outside the gap
+    x = np.stack([a, -0.5 * a[::-1]][:channels], axis=1)
+    wav = tmp_path / "in.wav"
+    sf.write(str(wav), x, rate, subtype=subtype)
+    out = tmp_path / "res" / "out.wav"
+    code, _, err = cli(capsys, "edit", "inpaint", wav, "--gap", "0.2:0.35", "-m", model_dir_31b, "-o", out)
+    assert code == 0, err
+    assert tree(tmp_path / "res") == ["out.wav"]
+    info = sf.info(str(out))
+    assert (info.samplerate, info.subtype, info.channels, info.frames) == (rate, subtype, channels, x.shape[0])
+    dtype = "float64" if subtype in ("FLOAT", "DOUBLE") else "int32"
+    before, _ = sf.read(str(wav), dtype=dtype, always_2d=True)
+    after, _ = sf.read(str(out), dtype=dtype, always_2d=True)
+    s0, s1 = round(0.2 * rate), round(0.35 * rate)
+    assert np.array_equal(after[:s0], before[:s0]) and np.array_equal(after[s1:], before[s1:])  # bit for bit
+    if subtype in ("FLOAT", "DOUBLE"):
+        assert after[100, 0] == 1.75  # the peaks outside the gap are not clipped
+    scale = 2.0**31 if dtype == "int32" else 1.0
+    new, old = after[s0:s1] / scale, before[s0:s1] / scale
+    assert np.abs(new - old).max() > 0.05 and np.abs(new).max() > 0.01  # the gap is new audio, not silence
+    if rate != 22050:  # the crossfade: the first and last gap samples are still near the recording
+        assert np.abs(new[0] - old[0]).max() < 0.05 and np.abs(new[-1] - old[-1]).max() < 0.05
+
+
+@pytest.fixture(scope="module")
+def model_dir_31b(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("hostile31b_model") / "tiny"
+    tiny_vocoder().save_pretrained(d)
+    return d
+
+
+def test_inpaint_flac_stays_flac_and_a_wav_name_gives_a_wav(tmp_path, model_dir_31b, capsys):
+    import soundfile as sf
+
+    x = _speech(44100, 0.4)
+    sf.write(str(tmp_path / "in.flac"), x, 44100, subtype="PCM_16")
+    for name, fmt in (("o.flac", "FLAC"), ("o.wav", "WAV"), ("o", "FLAC")):
+        code, _, err = cli(capsys, "edit", "inpaint", tmp_path / "in.flac", "--gap", "0.1:0.2", "-m", model_dir_31b,
+                           "-o", tmp_path / name)
+        assert code == 0, err
+        info = sf.info(str(tmp_path / name))
+        assert (info.format, info.subtype, info.samplerate) == (fmt, "PCM_16", 44100)
+        got, want = sf.read(str(tmp_path / name), dtype="int16")[0], sf.read(str(tmp_path / "in.flac"), dtype="int16")[0]
+        assert np.array_equal(got[:4410], want[:4410]) and np.array_equal(got[8820:], want[8820:])
+
+
+def test_inpaint_refuses_what_it_cannot_keep(tmp_path, model_dir_31b, capsys, monkeypatch):
+    import soundfile as sf
+
+    x = _speech(22050, 0.4)
+    sf.write(str(tmp_path / "lossy.ogg"), x, 22050, format="OGG", subtype="VORBIS")
+    sf.write(str(tmp_path / "ulaw.wav"), x, 22050, subtype="ULAW")
+    sf.write(str(tmp_path / "float.wav"), x, 22050, subtype="FLOAT")
+    _no_model_load(monkeypatch)
+    out = tmp_path / "res"
+    for src, needles in (("lossy.ogg", ("VORBIS", "cannot be written back unchanged")),
+                         ("ulaw.wav", ("ULAW", "cannot be written back unchanged"))):
+        code, _, err = cli(capsys, "edit", "inpaint", tmp_path / src, "--gap", "0.1:0.2", "-m", model_dir_31b,
+                           "-o", out / "o.wav")
+        assert_one_line_error(code, err, src, *needles)
+    code, _, err = cli(capsys, "edit", "inpaint", tmp_path / "float.wav", "--gap", "0.1:0.2", "-m", model_dir_31b,
+                       "-o", out / "o.flac")
+    assert_one_line_error(code, err, "o.flac", "FLAC file cannot hold FLOAT")
+    code, _, err = cli(capsys, "edit", "inpaint", tmp_path / "float.wav", "--gap", "0.3:0.9", "-m", model_dir_31b,
+                       "-o", out / "o.wav")
+    assert_one_line_error(code, err, "outside the recording")
+    assert tree(out) == []
+
+
+@pytest.mark.parametrize("subtype,peak", [("FLOAT", 1.4), ("PCM_24", 0.9)])
+def test_bwe_keeps_the_format_and_float_peaks(tmp_path, model_dir_31b, capsys, subtype, peak):
+    import soundfile as sf
+
+    a = _speech(16000, 0.5)
+    a = a * (peak / np.abs(a).max())
+    x = np.stack([a, 0.5 * a], axis=1)
+    sf.write(str(tmp_path / "in.wav"), x, 16000, subtype=subtype)
+    out = tmp_path / "wide.wav"
+    code, stdout, err = cli(capsys, "edit", "bwe", tmp_path / "in.wav", "-m", model_dir_31b, "-o", out)
+    assert code == 0, err
+    assert "16000 Hz -> 22050 Hz" in stdout
+    info = sf.info(str(out))
+    assert (info.samplerate, info.subtype, info.channels) == (22050, subtype, 2)  # the rate is bwe's point
+    y, _ = sf.read(str(out), always_2d=True)
+    assert y.shape[0] == -(-x.shape[0] * 22050 // 16000)
+    if subtype == "FLOAT":
+        assert np.abs(y[:, 0]).max() > 1.2  # not clipped to [-1, 1]
+    assert 0.3 < np.abs(y[:, 1]).max() / np.abs(y[:, 0]).max() < 0.7  # channels edited each on its own
+
+
+def test_to_raw_rounds_clips_and_counts():
+    from cmaudio.edit import to_raw
+
+    raw, n = to_raw(np.array([1.5, -2.0, 0.5, -1.0, 0.99999]), "PCM_16")
+    assert n == 2 and raw.dtype == np.int32
+    assert list(raw >> 16) == [32767, -32768, 16384, -32768, 32767]
+    raw, n = to_raw(np.array([1.5, -2.0]), "FLOAT")
+    assert n == 0 and list(raw) == [1.5, -2.0]
+
+
+def _loud_wav(path: Path, rate: int = 22050) -> Path:
+    import soundfile as sf
+
+    t = np.arange(int(0.3 * rate)) / rate
+    sf.write(str(path), (1.6 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), rate, subtype="FLOAT")
+    return path
+
+
+def test_copy_synthesis_of_loud_audio_warns(tmp_path, model_dir_31b, capsys):
+    loud = _loud_wav(tmp_path / "loud.wav")
+    np.save(tmp_path / "m.npy", mel_array(10))
+    code, _, err = cli(capsys, "vocode", loud, tmp_path / "m.npy", "-m", model_dir_31b, "-o", tmp_path / "out")
+    assert code == 0, err
+    warnings_ = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings_) == 1, err
+    assert "loud.wav" in warnings_[0] and "peaks at 1.6" in warnings_[0] and "clipped to [-1, 1]" in warnings_[0]
+    voc = tiny_vocoder()
+    a = torch.from_numpy((1.6 * np.sin(2 * np.pi * 220 * np.arange(4096) / 22050)).astype(np.float32))
+    with pytest.warns(UserWarning, match="peaks at 1.6, above full scale: the vocoded audio is clipped"):
+        voc(a)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        voc(a / 2)  # audio within full scale: nothing to say
+
+
+def test_loud_audio_names_the_clipping_stage():
+    from cmaudio.vocoder import loud_audio
+
+    assert loud_audio(np.array([0.5, -1.0]), clips=False) is None
+    assert "before analysis" in loud_audio(np.array([0.5, -2.0]), clips=True)
+    assert "vocoded audio is clipped" in loud_audio(torch.tensor([0.5, 1.25]), clips=False)
