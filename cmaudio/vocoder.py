@@ -25,7 +25,7 @@ After the last step, `projection` iterations of the mel projection (cmaudio.proj
 output's spectral envelope onto the input mel, chunk by chunk like the network (with enough context
 that the result equals the whole-signal projection); the model directory records how many (config
 sampling.projection). It needs at least `projection.min_frames` frames (2 for hifigan, 3 for the
-centred presets); shorter mels are refused unless the projection is off.
+centred reflect-padded presets); shorter mels are refused unless the projection is off.
 """
 
 from __future__ import annotations
