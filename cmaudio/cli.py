@@ -215,7 +215,7 @@ def vocode(
     from cmaudio.data import load_audio
     from cmaudio.io import check_out_dir, check_outputs, load_npy, write_wav_atomic
     from cmaudio.train import Progress
-    from cmaudio.vocoder import Vocoder
+    from cmaudio.vocoder import Vocoder, loud_audio
 
     if steps < 1 or batch_size < 1:
         raise DataError("--steps and --batch-size must be >= 1")
@@ -252,8 +252,11 @@ def vocode(
     for f, ds, arr in plan:  # validate and load everything before writing anything
         if arr is None:
             try:
-                audio = load_audio(f, voc.sample_rate, clip=voc.features.preset.clip_audio, warn=_warn)
-                mel_t = voc.mel(torch.from_numpy(audio)).cpu()
+                audio = load_audio(f, voc.sample_rate, clip=False, warn=_warn)
+                loud = loud_audio(audio, voc.features.preset.clip_audio)
+                if loud:
+                    _warn(f"{f}: {loud}")
+                mel_t = voc.mel(torch.from_numpy(audio)).cpu()  # clips for presets that clip (DiffWave)
             except DataError as e:
                 raise _naming(f, e) from None
         else:
@@ -269,11 +272,12 @@ def vocode(
         groups.setdefault(j[2].shape[-1], []).append(j)
     bar = Progress(len(jobs), 0, enabled=True, every=1)
     done = 0
-    gen = torch.Generator().manual_seed(seed)
     for frames in sorted(groups):
         group = groups[frames]
         for i in range(0, len(group), batch_size):
             chunk = group[i : i + batch_size]
+            # a fresh generator per call: a file's audio depends on its mel and --seed, not on its batch
+            gen = torch.Generator().manual_seed(seed)
             audio = voc.decode(torch.cat([c[2] for c in chunk]), steps=steps, generator=gen,
                                projection=projection).cpu().numpy()
             for (src, dest, _), a in zip(chunk, audio):
@@ -324,28 +328,31 @@ def _gap(text: str) -> tuple[float, float]:
 
 @edit_app.command("inpaint")
 def edit_inpaint(
-    inp: Path = typer.Argument(..., help="recording (.wav)"),
+    inp: Path = typer.Argument(..., help="recording (.wav, .flac, .aiff: PCM or float)"),
     gap: str = typer.Option(..., "--gap", help="START:END in seconds"),
     model: Optional[Path] = typer.Option(None, "-m", "--model"),
     steps: int = typer.Option(2, "--steps"),
-    out: Path = typer.Option(..., "-o", "--out", help="output .wav"),
+    out: Path = typer.Option(..., "-o", "--out", help="output file (format from its extension, else the input's)"),
     unconditional: bool = typer.Option(False, "--unconditional", help="ignore the mel (needs a model trained with cond_dropout)"),
     seed: int = typer.Option(0, "--seed", callback=_seed, help="noise seed, 0 to 2^63 - 1"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the output file if it exists"),
 ) -> None:
-    """Fill a gap in a recording; everything outside the gap is kept."""
-    import torch
-
-    from cmaudio.data import load_audio
-    from cmaudio.io import check_outputs, write_wav_atomic
+    """Fill a gap in a recording; everything outside the gap is kept: its samples bit for bit, its sample
+    rate, sample format and channels (each channel is filled on its own, at the model's rate)."""
+    from cmaudio.edit import gap_samples, inpaint_recording, output_format, read_recording, write_recording
+    from cmaudio.io import check_outputs
     from cmaudio.vocoder import Vocoder
 
     start, end = _gap(gap)
     check_outputs([out], inputs=[inp], overwrite=overwrite)
+    rec = read_recording(inp, exact=True, warn=_warn)
+    gap_samples(rec, start, end)
+    fmt = output_format(out, rec.format, rec.subtype)
     voc = Vocoder.from_pretrained(model)
-    audio = torch.from_numpy(load_audio(inp, voc.sample_rate, warn=_warn))
-    res = voc.inpaint(audio, start, end, steps=steps, use_mel=not unconditional, generator=torch.Generator().manual_seed(seed))
-    write_wav_atomic(out, res.cpu().numpy(), voc.sample_rate, overwrite=overwrite)
+    raw, clipped = inpaint_recording(voc, rec, start, end, steps=steps, use_mel=not unconditional, seed=seed)
+    if clipped:
+        _warn(f"{clipped} new sample(s) in the gap exceed full scale and were clipped to the {rec.subtype} range")
+    write_recording(out, raw, rec.rate, rec.subtype, fmt, overwrite=overwrite)
     typer.echo(f"wrote {out}")
 
 
@@ -354,25 +361,28 @@ def edit_bwe(
     inp: Path = typer.Argument(..., help="band-limited recording (.wav at e.g. 8 or 16 kHz)"),
     model: Optional[Path] = typer.Option(None, "-m", "--model"),
     steps: int = typer.Option(2, "--steps"),
-    out: Path = typer.Option(..., "-o", "--out"),
+    out: Path = typer.Option(..., "-o", "--out", help="output file (format from its extension, else the input's)"),
     use_mel: bool = typer.Option(True, "--use-mel/--unconditional", help="condition on the input's own mel"),
     seed: int = typer.Option(0, "--seed", callback=_seed, help="noise seed, 0 to 2^63 - 1"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the output file if it exists"),
 ) -> None:
-    """Extend a band-limited recording to the model's rate, keeping its known band."""
-    import torch
-
-    from cmaudio.data import audio_info, load_audio
-    from cmaudio.io import check_outputs, write_wav_atomic
+    """Extend a band-limited recording to the model's rate, keeping its known band. The output is at the
+    model's rate, in the input's sample format (PCM 8/16/24/32 bit, float, double; other encodings:
+    16-bit PCM) and channels; float samples are not clipped."""
+    from cmaudio.edit import EXACT_SUBTYPES, extend_recording, output_format, read_recording, to_raw, write_recording
+    from cmaudio.io import check_outputs
     from cmaudio.vocoder import Vocoder
 
     check_outputs([out], inputs=[inp], overwrite=overwrite)
+    rec = read_recording(inp, exact=False, warn=_warn)
+    subtype = rec.subtype if rec.subtype in EXACT_SUBTYPES else "PCM_16"
+    fmt = output_format(out, rec.format, subtype)
     voc = Vocoder.from_pretrained(model)
-    src_rate, _ = audio_info(inp)
-    audio = torch.from_numpy(load_audio(inp, voc.sample_rate, warn=_warn))
-    res = voc.extend_bandwidth(audio, src_rate, steps=steps, use_mel=use_mel, generator=torch.Generator().manual_seed(seed))
-    write_wav_atomic(out, res.cpu().numpy(), voc.sample_rate, overwrite=overwrite)
-    typer.echo(f"wrote {out} ({src_rate} Hz -> {voc.sample_rate} Hz)")
+    raw, clipped = to_raw(extend_recording(voc, rec, steps=steps, use_mel=use_mel, seed=seed), subtype)
+    if clipped:
+        _warn(f"{clipped} sample(s) exceed full scale and were clipped to the {subtype} range")
+    write_recording(out, raw, voc.sample_rate, subtype, fmt, overwrite=overwrite)
+    typer.echo(f"wrote {out} ({rec.rate} Hz -> {voc.sample_rate} Hz)")
 
 
 # ----------------------------------------------------------------------------------------------

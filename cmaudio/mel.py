@@ -80,7 +80,7 @@ from cmaudio.data.meldata import mel_stats, standin_cond
 from cmaudio.errors import CheckpointError, ConfigError, DataError
 from cmaudio.features import MelSpectrogram, get_preset
 from cmaudio.io import confined_path, load_npy, save_npy_atomic
-from cmaudio.sampling import consistency_sample, ode_sample, strictly_decreasing, teacher_sigmas
+from cmaudio.sampling import check_generator, consistency_sample, ode_sample, strictly_decreasing, teacher_sigmas
 from cmaudio.generator import GeneratorDefaults, InferenceSpec
 
 
@@ -90,6 +90,18 @@ from cmaudio.generator import GeneratorDefaults, InferenceSpec
 
 
 GeneratorArg = Union[None, torch.Generator, Sequence[torch.Generator]]
+
+
+def _check_generators(generator: GeneratorArg) -> None:
+    """None, a torch.Generator or a list/tuple of them, else a one-line DataError."""
+    if isinstance(generator, (list, tuple)):
+        for i, g in enumerate(generator):
+            if g is None:
+                raise DataError(f"generator[{i}] is None; a list of generators needs one torch.Generator per item")
+            check_generator(g, f"generator[{i}]")
+    elif generator is not None and not isinstance(generator, torch.Generator):
+        raise DataError("generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)), a list of one "
+                        f"per item, or None, got {type(generator).__name__}")
 
 
 class MelDecoder(GeneratorDefaults, nn.Module):
@@ -338,6 +350,7 @@ class MelDecoder(GeneratorDefaults, nn.Module):
         overrides the noise levels (decreasing). generator: a torch.Generator, a list of one per
         item, or None (global RNG).
         """
+        _check_generators(generator)
         c = self._as_batch(cond, self.cond_channels, "cond")
         B, _, T = c.shape
         m = self._as_mask(mask, B, T)

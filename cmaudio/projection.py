@@ -23,6 +23,11 @@ magnitudes right and the phase wrong). mel(X) is the log-mel of X itself
 (MelSpectrogram.from_spectrum), so an iteration costs one STFT and one inverse: one Griffin-Lim
 iteration.
 
+Long signals are projected in chunks of `CHUNK_FRAMES` frames, each with `context_frames` frames of
+context on both sides (every iteration reaches less than n_fft samples further, and the frames whose
+window crosses a chunk's edge are wrong only in that context), so memory is bounded by the chunk, not
+the input, and the result equals the unchunked projection to float rounding (tests/test_hostile31b.py).
+
 Measured (egs/quality/README.md, the section on the projection): on the default model's validation
 clips at 1 step, 8 iterations take log-mel L1 0.168 -> 0.104, PESQ-wb 2.88 -> 3.46, DNSMOS OVRL
 2.58 -> 2.71, MR-STFT 1.17 -> 1.09.
@@ -43,10 +48,14 @@ from cmaudio.config import MAX_PROJECTION_ITERS as MAX_ITERS
 from cmaudio.errors import ConfigError, DataError
 from cmaudio.features import MelSpectrogram, PresetFraming, _affine, _log_stage
 
-__all__ = ["MAX_GAIN", "MAX_ITERS", "check_iters", "band_weights", "mel_projection", "MelProjection"]
+__all__ = ["MAX_GAIN", "MAX_ITERS", "CHUNK_FRAMES", "check_iters", "context_frames", "min_frames", "band_weights",
+           "mel_projection", "MelProjection"]
 
 #: Largest amplitude ratio one iteration applies per band (and 1 / MAX_GAIN the smallest): 12 dB.
 MAX_GAIN = 4.0
+
+#: Frames per chunk of `mel_projection` (about 24 s at hop 256 and 22.05 kHz; a few tens of MB of spectrum).
+CHUNK_FRAMES = 2048
 
 
 def check_iters(iters, what: str = "projection") -> int:
@@ -54,6 +63,23 @@ def check_iters(iters, what: str = "projection") -> int:
     if isinstance(iters, bool) or not isinstance(iters, int) or not 0 <= iters <= MAX_ITERS:
         raise ConfigError(f"{what} must be a whole number of iterations in [0, {MAX_ITERS}] (0 = off), got {iters!r}")
     return int(iters)
+
+
+def min_frames(features: MelSpectrogram) -> int:
+    """Fewest mel frames the projection takes: the preset's framing needs `features.min_samples` samples."""
+    return -(-features.min_samples // features.hop_length)
+
+
+def context_frames(features: MelSpectrogram, iters: int) -> int:
+    """Frames of context a chunk needs on each side for its core to equal the unchunked projection.
+
+    One iteration's output sample t depends on the frames whose windows cover t, which read samples
+    less than n_fft from t; the frames whose window crosses the chunk's edge (reflect padding, missing
+    neighbours in the envelope) spoil at most n_fft samples more. So K iterations need K n_fft + n_fft
+    samples, rounded up to whole frames.
+    """
+    p = features.preset
+    return -(-(check_iters(iters) + 1) * p.n_fft // p.hop_length) + 1
 
 
 def band_weights(features: MelSpectrogram) -> Tensor:
@@ -77,12 +103,14 @@ def _band_weights(preset: str) -> Tensor:
 
 
 @torch.no_grad()
-def mel_projection(audio: Tensor, mel: Tensor, features: MelSpectrogram, iters: int) -> Tensor:
+def mel_projection(audio: Tensor, mel: Tensor, features: MelSpectrogram, iters: int, *,
+                   chunk: int = CHUNK_FRAMES) -> Tensor:
     """Project `audio` towards the waveforms whose mel is `mel` (module docstring), `iters` times.
 
     audio: (B, T) float, T = frames * hop (what a vocoder makes for `mel`); mel: (B, n_mels, frames)
-    in `features`' preset (the vocoder's cond). Returns (B, T) float32, not clamped. iters == 0 returns
-    audio unchanged (the same tensor).
+    in `features`' preset (the vocoder's cond), frames >= `min_frames(features)`. Returns (B, T)
+    float32, not clamped. iters == 0 returns audio unchanged (the same tensor). chunk: frames
+    projected at once (plus `context_frames` on each side); memory is O(chunk), not O(frames).
     """
     iters = check_iters(iters)
     if iters == 0:
@@ -90,10 +118,30 @@ def mel_projection(audio: Tensor, mel: Tensor, features: MelSpectrogram, iters: 
     if audio.dim() != 2 or mel.dim() != 3 or mel.shape[0] != audio.shape[0] or mel.shape[1] != features.n_mels:
         raise DataError(f"mel_projection takes audio (B, T) and mel (B, {features.n_mels}, frames), "
                         f"got {tuple(audio.shape)} and {tuple(mel.shape)}")
-    frames = mel.shape[-1]
-    if audio.shape[-1] != frames * features.hop_length:
+    frames, hop = mel.shape[-1], features.hop_length
+    if audio.shape[-1] != frames * hop:
         raise DataError(f"mel_projection: audio of {audio.shape[-1]} samples does not match {frames} frames "
-                        f"of hop {features.hop_length}")
+                        f"of hop {hop}")
+    if frames < min_frames(features):
+        raise DataError(f"a mel of {frames} frame(s) is too short for the {features.preset.name!r} mel projection: "
+                        f"it needs at least {min_frames(features)} (or turn the projection off)")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ConfigError(f"mel_projection: chunk must be a positive number of frames, got {chunk!r}")
+    if frames <= chunk:
+        return _project(audio, mel, features, iters)
+    ctx = context_frames(features, iters)
+    out = torch.empty(audio.shape, dtype=torch.float32, device=audio.device)
+    for a in range(0, frames, chunk):
+        b = min(a + chunk, frames)
+        lo, hi = max(a - ctx, 0), min(b + ctx, frames)
+        part = _project(audio[:, lo * hop: hi * hop], mel[..., lo:hi], features, iters)
+        out[:, a * hop: b * hop] = part[:, (a - lo) * hop: (b - lo) * hop]
+    return out
+
+
+def _project(audio: Tensor, mel: Tensor, features: MelSpectrogram, iters: int) -> Tensor:
+    """`mel_projection` on one piece, all at once: audio (B, frames * hop), mel (B, n_mels, frames)."""
+    frames = mel.shape[-1]
     a = _affine(features.preset)[0]  # ln M = (y - b) / a
     w = band_weights(features).to(audio.device)
     framing = PresetFraming(features.preset, frames, torch.float32)

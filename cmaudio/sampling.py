@@ -2,7 +2,9 @@
 
 All are pure functions: randomness comes from a `torch.Generator` (drawn on the CPU, then moved
 to the model's device, so a seed gives the same audio on CPU and GPU); models are called as
-``model(x, sigma, cond, mask=...)``.
+``model(x, sigma, cond, mask=...)``. `indexed_noise` is the noise the facades use: a deterministic
+function of (seed, draw, sample index), so what a sample sees depends neither on the batch it is in
+nor on the signal's length or how it is cut.
 
 | function              | algorithm                                                     |
 |-----------------------|---------------------------------------------------------------|
@@ -17,30 +19,80 @@ Shapes: x (B, C, T); cond (B, C_cond, T_cond) or None; sigmas are Python floats.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
+from cmaudio.errors import DataError
 from cmaudio.param import KarrasParam
 from cmaudio.solvers import get_solver
 
 
 def randn(shape: Sequence[int], generator: Optional[torch.Generator], device, dtype=torch.float32) -> Tensor:
     """Standard normal noise drawn on the CPU from `generator`, then moved to `device`."""
+    check_generator(generator)
     return torch.randn(*shape, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
 
 
 NoiseSource = Union[None, torch.Generator, Callable[[int], Tensor]]
 
+#: Samples (time steps) per block of `indexed_noise`: each block has its own seed.
+NOISE_BLOCK = 1 << 15
+
+
+def check_generator(generator, what: str = "generator") -> None:
+    """None or a torch.Generator, else a one-line DataError naming `what` (an int seed, a numpy
+    Generator, a string ... are refused rather than failing deep inside torch)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise DataError(f"{what} must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) or None, "
+                        f"got {type(generator).__name__}")
+
+
+def draw_seed(generator: Optional[torch.Generator]) -> int:
+    """One seed in [0, 2^62) drawn from `generator` (None: torch's global RNG), on the generator's device:
+    the only use `indexed_noise`'s callers make of a generator, so each call advances it by one draw."""
+    check_generator(generator)
+    device = generator.device if generator is not None else "cpu"
+    return int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item())
+
+
+def _block_seed(seed: int, draw: int, block: int) -> int:
+    digest = hashlib.blake2b(f"{seed}:{draw}:{block}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 2  # < 2^62: a valid manual_seed
+
+
+def indexed_noise(seed: int, shape: Sequence[int], device) -> Callable[[int], Tensor]:
+    """k -> z_k, standard normal noise of `shape` (B, C, T) whose value at (c, t) is a function of
+    (seed, k, c, t) alone: the same for every item b of the batch, and the same for any T > t.
+
+    Time is cut into blocks of NOISE_BLOCK samples; block j of draw k is randn(NOISE_BLOCK, C) in
+    float64 (time-major) from a generator seeded by a hash of (seed, k, j), drawn on the CPU and moved
+    to `device` as float32. So a batch gives each item the noise it gets alone, padding or a longer
+    signal leaves the noise of the first t samples alone, and any cut of the signal (chunks, a future
+    stream) can draw its own blocks.
+    """
+    B, C, T = (int(v) for v in shape)
+
+    def z(k: int) -> Tensor:
+        blocks = [torch.randn(NOISE_BLOCK, C, dtype=torch.float64,
+                              generator=torch.Generator().manual_seed(_block_seed(seed, k, j)))
+                  for j in range(-(-T // NOISE_BLOCK))]
+        one = torch.cat(blocks)[:T].T.to(device=device, dtype=torch.float32)  # (C, T)
+        return one[None].expand(B, C, T)
+
+    return z
+
 
 def noise_fn(noise: NoiseSource, shape: Sequence[int], device) -> Callable[[int], Tensor]:
     """k -> the k-th standard normal draw of a sampler: from a torch.Generator (or the global RNG for
     None), drawn on the CPU then moved to `device`; or a caller's callable k -> (shape) tensor (e.g.
-    per-item generators, as cmaudio.mel.MelDecoder uses)."""
+    per-item generators, as cmaudio.mel.MelDecoder uses, or `indexed_noise`)."""
     if callable(noise) and not isinstance(noise, torch.Generator):
         return lambda k: noise(k).to(device=device, dtype=torch.float32)
+    check_generator(noise)
     return lambda k: randn(shape, noise, device)
 
 
@@ -194,7 +246,7 @@ def inpaint(
     *,
     sigmas: Sequence[float],
     cond: Optional[Tensor] = None,
-    generator: Optional[torch.Generator] = None,
+    generator: NoiseSource = None,
 ) -> Tensor:
     """Fill the samples where `known` is False (CM Alg. 4 with A = I, Omega = ~known).
 
@@ -222,7 +274,7 @@ def bandwidth_extension(
     cutoff_hz: float,
     sigmas: Sequence[float],
     cond: Optional[Tensor] = None,
-    generator: Optional[torch.Generator] = None,
+    generator: NoiseSource = None,
     n_fft: int = 1024,
     hop_length: int = 256,
 ) -> Tensor:

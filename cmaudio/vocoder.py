@@ -13,18 +13,26 @@ copy-synthesis is exact to the convention it was trained on.
 Long input is generated in chunks (`chunk_seconds`): each network call sees its chunk plus a
 context of at least the network's receptive field on both sides, and neighbouring chunks are
 cross-faded over a few frames where both are exact, so chunked audio equals unchunked audio away
-from the seams up to float rounding, at bounded memory. The noise is drawn for the whole signal
-first, so chunking never changes which noise a sample sees.
+from the seams up to float rounding, at bounded memory.
+
+Noise: each call draws one seed from its `generator` (advancing it by one draw) and the noise of
+step k at sample t is a function of (seed, k, t) alone (`sampling.indexed_noise`): a batch gives
+each item the audio decoding it alone gives with a generator in the same state, the noise of a
+sample does not depend on the signal's length, padding, or how it is chunked, and a seed gives the
+same audio on CPU and GPU.
 
 After the last step, `projection` iterations of the mel projection (cmaudio.projection) pull the
-output's spectral envelope onto the input mel, on the whole signal at once (it is local in time, so
-chunking does not change it); the model directory records how many (config sampling.projection).
+output's spectral envelope onto the input mel, chunk by chunk like the network (with enough context
+that the result equals the whole-signal projection); the model directory records how many (config
+sampling.projection). It needs at least `projection.min_frames` frames (2 for hifigan, 3 for the
+centred reflect-padded presets); shorter mels are refused unless the projection is off.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -38,8 +46,9 @@ from cmaudio.config import Config, replace
 from cmaudio.errors import CheckpointError, DataError
 from cmaudio.features import MelSpectrogram, can_convert, convert, get_preset
 from cmaudio.generator import GeneratorDefaults, InferenceSpec, check_sigmas, check_steps
-from cmaudio.projection import check_iters, mel_projection
-from cmaudio.sampling import (bandwidth_extension, consistency_sample, inpaint, ode_nfe, ode_sample, teacher_sigmas)
+from cmaudio.projection import check_iters, mel_projection, min_frames
+from cmaudio.sampling import (bandwidth_extension, check_generator, consistency_sample, draw_seed, indexed_noise,
+                              inpaint, ode_nfe, ode_sample, teacher_sigmas)
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "default"
 
@@ -137,6 +146,22 @@ def implausible_mel(mel) -> Optional[str]:
         return None
     return (f"mel values reach {peak:.3g}, far outside any log-mel's range (|x| <= {MEL_PLAUSIBLE_ABS:g}); is it a "
             "linear or unnormalised spectrogram? the audio will be meaningless")
+
+
+def loud_audio(audio, clips: bool) -> Optional[str]:
+    """A short warning when copy-synthesis input peaks above full scale (|x| > 1), else None.
+
+    Such audio (a float file) is not refused: with a preset that clips its input (`clips`, DiffWave's
+    stack) the mel is of the clipped audio; otherwise the mel keeps the peaks, and the vocoded audio
+    is clipped to [-1, 1] by decode's clamp (and by 16-bit files). Neither is silent.
+    """
+    a = audio.detach() if isinstance(audio, Tensor) else torch.as_tensor(np.asarray(audio))
+    peak = float(a.abs().max()) if a.numel() else 0.0
+    if not peak > 1.0:
+        return None
+    stage = "clipped to [-1, 1] before analysis, as the preset's stack does" if clips else \
+        "the vocoded audio is clipped to [-1, 1]"
+    return f"audio peaks at {peak:.3g}, above full scale: {stage}; scale it by {1 / peak:.3g} to keep its peaks"
 
 
 class Vocoder(GeneratorDefaults, nn.Module):
@@ -256,8 +281,12 @@ class Vocoder(GeneratorDefaults, nn.Module):
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
     # ------------------------------------------------------------------ generation
+    def _chunk_frames(self) -> int:
+        """Frames per chunk of the network and of the projection (`chunk_seconds`)."""
+        return max(int(self.chunk_seconds * self.sample_rate / self.hop_length), 1)
+
     def _callable(self, frames: int) -> nn.Module | Chunked:
-        chunk = max(int(self.chunk_seconds * self.sample_rate / self.hop_length), 1)
+        chunk = self._chunk_frames()
         if frames <= chunk:
             return self.model
         context = -(-receptive_field(self.model.net) // self.hop_length) + 2
@@ -278,9 +307,15 @@ class Vocoder(GeneratorDefaults, nn.Module):
 
         steps: consistency steps (NFE = steps) or, for a teacher, Heun ODE steps. sigmas
         overrides the noise levels (decreasing). projection: mel-projection iterations after the last
-        step (cmaudio.projection; None: this vocoder's `projection`; 0: off). Audio is clamped to
-        [-1, 1] unless clamp=False.
+        step (cmaudio.projection; None: this vocoder's `projection`; 0: off; with it on the mel needs
+        at least `projection.min_frames` frames). Audio is clamped to [-1, 1] unless clamp=False.
+
+        generator: a torch.Generator or None (torch's global RNG); one seed is drawn from it per call
+        and the noise is a function of (that seed, step, sample index) alone: each item of a batch gets
+        the audio decoding it alone gives from a generator in the same state, whatever the batch's
+        other items, and the same generator state gives the same audio for any chunking.
         """
+        check_generator(generator)
         iters = self.projection if projection is None else check_iters(projection)
         x = mel_input(mel)  # one set of checks for every layout, container and dtype
         m = x if (isinstance(x, Tensor) and x.ndim == 3 and x.shape[1] == self.n_mels) else self.prepare_mel(x)
@@ -291,22 +326,33 @@ class Vocoder(GeneratorDefaults, nn.Module):
         if sigmas is not None:
             sigmas = check_sigmas(sigmas, sigma_min=float(p.sigma_min), sigma_max=float(p.sigma_max) if consistency else None)
         B, _, F = m.shape
+        if iters and F < min_frames(self.features):
+            raise DataError(f"mel has {F} frame(s); the {self.preset!r} mel projection needs at least "
+                            f"{min_frames(self.features)} (decode shorter mels with projection=0, --projection 0)")
         shape = (B, 1, F * self.hop_length)
         fn = self._callable(F)
+        z = indexed_noise(draw_seed(generator), shape, self.device)
         if consistency:
             s = tuple(sigmas) if sigmas is not None else self.sigmas_for(steps)
-            audio = consistency_sample(fn, shape, sigmas=s, cond=m, generator=generator, device=self.device)
+            audio = consistency_sample(fn, shape, sigmas=s, cond=m, generator=z, device=self.device)
         else:
             s = list(sigmas) if sigmas is not None else teacher_sigmas(self.model.param, steps)
-            audio = ode_sample(fn, shape, sigmas=s, cond=m, generator=generator, device=self.device)
-        audio = mel_projection(audio[:, 0], m, self.features, iters)
+            audio = ode_sample(fn, shape, sigmas=s, cond=m, x_init=s[0] * z(0), device=self.device)
+        audio = mel_projection(audio[:, 0], m, self.features, iters, chunk=self._chunk_frames())
         if not bool(torch.isfinite(audio).all()):  # never hand on NaN/inf (a WAV writer turns it into -32768)
             raise DataError("the network produced non-finite audio (NaN or inf) for this mel; the model's weights "
                             "or the input mel are broken")
         return audio.clamp(-1.0, 1.0) if clamp else audio
 
     def forward(self, audio: Tensor | np.ndarray, steps: int = 1, generator: Optional[torch.Generator] = None) -> Tensor:
-        """Copy-synthesis: decode(mel(audio)). audio (T,) or (B, T) at sample_rate -> (B, frames * hop)."""
+        """Copy-synthesis: decode(mel(audio)). audio (T,) or (B, T) at sample_rate -> (B, frames * hop).
+
+        Audio peaking above 1 (float input) gives a UserWarning (`loud_audio`): its peaks are clipped.
+        """
+        check_generator(generator)
+        problem = loud_audio(audio, self.features.preset.clip_audio)
+        if problem:
+            warnings.warn(problem, stacklevel=2)
         return self.decode(self.mel(audio), steps=steps, generator=generator)
 
     # ------------------------------------------------------------------ editing
@@ -334,6 +380,7 @@ class Vocoder(GeneratorDefaults, nn.Module):
         audio: (T,) at sample_rate. With use_mel the mel of the whole utterance (gap included)
         conditions the model; otherwise the learned null cond does. Returns (T,).
         """
+        check_generator(generator)
         T = torch.as_tensor(audio).reshape(-1).shape[0]
         s0, s1 = int(round(start * self.sample_rate)), int(round(end * self.sample_rate))
         if not 0 <= s0 < s1 <= T:
@@ -341,8 +388,9 @@ class Vocoder(GeneratorDefaults, nn.Module):
         padded, cond = self._edit_input(audio, use_mel)
         known = torch.ones_like(padded, dtype=torch.bool)
         known[s0:s1] = False
+        z = indexed_noise(draw_seed(generator), (1, 1, padded.shape[0]), self.device)
         out = inpaint(self.model, padded[None, None], known[None, None], sigmas=self.sigmas_for(steps), cond=cond,
-                      generator=generator)
+                      generator=z)
         return out[0, 0, :T]
 
     @torch.no_grad()
@@ -352,15 +400,18 @@ class Vocoder(GeneratorDefaults, nn.Module):
 
         The band below source_rate/2 is kept (in the STFT domain, CM Alg. 4). With use_mel=False
         the model runs unconditionally (needs a model trained with cond_dropout); with use_mel the
-        band-limited recording's own mel conditions it.
+        band-limited recording's own mel conditions it. audio: (T,) -> (T,), not clamped (a float
+        recording's peaks above 1 stay).
         """
+        check_generator(generator)
         if source_rate >= self.sample_rate:
             raise DataError(f"the input is already at {source_rate} Hz >= the model's {self.sample_rate} Hz")
         T = torch.as_tensor(audio).reshape(-1).shape[0]
         padded, cond = self._edit_input(audio, use_mel)
+        z = indexed_noise(draw_seed(generator), (1, 1, padded.shape[0]), self.device)
         out = bandwidth_extension(self.model, padded[None, None], sample_rate=self.sample_rate, cutoff_hz=source_rate / 2,
-                                  sigmas=self.sigmas_for(steps), cond=cond, generator=generator)
-        return out[0, 0, :T].clamp(-1, 1)
+                                  sigmas=self.sigmas_for(steps), cond=cond, generator=z)
+        return out[0, 0, :T]
 
 
-__all__ = ["Vocoder", "Chunked", "DEFAULT_MODEL_DIR"]
+__all__ = ["Vocoder", "Chunked", "DEFAULT_MODEL_DIR", "loud_audio"]

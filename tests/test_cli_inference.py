@@ -587,7 +587,9 @@ def test_export_onnx_cli(run_dir, tmp_path, capsys):
     mel = voc.mel(torch.randn(2, 31 * HOP, generator=g) * 0.1)[..., :31]
     smax = float(voc.model.param.sigma_max)
     want = voc.decode(mel, generator=torch.Generator().manual_seed(5)).numpy()
-    z = torch.randn(2, 1, 31 * HOP, generator=torch.Generator().manual_seed(5), dtype=torch.float64).float()
+    from cmaudio.sampling import draw_seed, indexed_noise
+
+    z = indexed_noise(draw_seed(torch.Generator().manual_seed(5)), (2, 1, 31 * HOP), "cpu")(0)  # decode's noise
     x = {"x": (z * smax).numpy(), "sigma": np.full((2,), smax, np.float32), "mel": mel.numpy()}
     f = _ort_session(out / "model.onnx").run(["audio"], x)[0][:, 0]
     proj = _ort_session(out / "projection.onnx")
@@ -621,7 +623,9 @@ def test_export_onnx_matches_pytorch_on_random_weights(tmp_path):
     # one-step vocoding through ONNX on the same noise as Vocoder.decode
     mel = torch.randn(1, 80, 15, generator=torch.Generator().manual_seed(0)) - 4
     audio = voc.decode(mel, generator=torch.Generator().manual_seed(11), clamp=False)
-    z = torch.randn(1, 1, 15 * HOP, generator=torch.Generator().manual_seed(11), dtype=torch.float64).float()
+    from cmaudio.sampling import draw_seed, indexed_noise
+
+    z = indexed_noise(draw_seed(torch.Generator().manual_seed(11)), (1, 1, 15 * HOP), "cpu")(0)  # decode's noise
     got = _ort_session(path).run(["audio"], {"x": (z * smax).numpy(), "sigma": np.full((1,), smax, np.float32),
                                              "mel": mel.numpy()})[0]
     np.testing.assert_allclose(got[:, 0], audio.numpy(), rtol=0, atol=1e-4)

@@ -20,7 +20,7 @@ from cmaudio.config import MAX_PROJECTION_ITERS, Config, replace
 from cmaudio.errors import ConfigError, DataError
 from cmaudio.features import MelSpectrogram, PresetFraming
 from cmaudio.projection import MAX_GAIN, band_weights, mel_projection
-from cmaudio.sampling import consistency_sample
+from cmaudio.sampling import consistency_sample, draw_seed, indexed_noise
 from cmaudio.vocoder import Vocoder
 from helpers import randomize
 
@@ -154,7 +154,9 @@ def test_decode_projects_by_the_spec_and_zero_is_plain_sampling(tmp_path):
     assert voc.projection == 3
     mel = rand_mel(2, 12)
     plain = voc.decode(mel, steps=2, generator=gen(), projection=0)
-    ref = consistency_sample(voc.model, (2, 1, 12 * 256), sigmas=voc.sigmas_for(2), cond=mel, generator=gen())[:, 0]
+    shape = (2, 1, 12 * 256)  # decode's noise: one seed drawn from the generator, indexed by sample
+    ref = consistency_sample(voc.model, shape, sigmas=voc.sigmas_for(2), cond=mel,
+                             generator=indexed_noise(draw_seed(gen()), shape, "cpu"))[:, 0]
     torch.testing.assert_close(plain, ref.clamp(-1, 1), atol=0, rtol=0)
     projected = voc.decode(mel, steps=2, generator=gen())
     torch.testing.assert_close(projected, mel_projection(ref, mel, voc.features, 3).clamp(-1, 1), atol=0, rtol=0)
