@@ -20,7 +20,7 @@ budget+=("${extra[@]}")
 eval_seconds=${MINI_EVAL_SECONDS:-4}
 # Every metric but CREPE periodicity (about 2 CPU-seconds per audio second per row), to keep the demo's budget;
 # `cmaudio evaluate` without --metrics computes them all.
-eval_metrics=${MINI_EVAL_METRICS:-pesq,stoi,visqol,mrstft,logmel_l1,mcd,f0_rmse_cents,vuv_error,dnsmos_ovrl,dnsmos_sig}
+eval_metrics=${MINI_EVAL_METRICS:-nmos,pesq,stoi,visqol,mrstft,logmel_l1,mcd,f0_rmse_cents,vuv_error,dnsmos_ovrl,dnsmos_sig}
 
 if in_stage 0 "check the embedded corpus"; then
   run cmaudio data check "$data" --format ljspeech --sample-rate 22050

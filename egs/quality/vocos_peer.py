@@ -179,7 +179,7 @@ def evaluate(args) -> None:
         if args.max_seconds:
             a = a[: int(args.max_seconds * sr)]
         rel = f"audio/ground_truth/{u.id}.wav"
-        write_wav_atomic(out / rel, a.numpy(), sr)
+        write_wav_atomic(out / rel, a.numpy(), sr, overwrite=True)  # its own report dir: a rerun replaces it
         results["ground_truth"]["audio"][u.id] = rel
         with torch.no_grad():
             mel = feats(a[None])
@@ -189,11 +189,11 @@ def evaluate(args) -> None:
         audio_s += y.shape[-1] / sr
         y = y.numpy()
         rel = f"audio/{name}/{u.id}.wav"
-        write_wav_atomic(out / rel, y, sr)
+        write_wav_atomic(out / rel, y, sr, overwrite=True)
         setting["audio"][u.id] = rel
         setting["per_utterance"][u.id] = compute_all(a.numpy(), y, sr)
     setting["rtf"], setting["xrt"] = compute / audio_s, audio_s / compute
-    write_report(results, out)
+    write_report(results, out, overwrite=True)
     print(f"report: {out / 'report.md'}")
 
 
