@@ -162,7 +162,8 @@ def evaluate(
     sr, hop = int(features.sample_rate), int(features.hop_length)
     utts = held_out_utterances(voc if voc is not None else Config().data, data_root, fmt, split, limit)
     rows = ["ground_truth", *(f"{fam}-{k}step" for fam, _, ks in models for k in ks),
-            *(f"griffinlim-{n}" for n in (iters if "griffinlim" in baselines else ()))]
+            *(f"griffinlim-{n}" for n in (iters if "griffinlim" in baselines else ())),
+            *(("pghi" if n == 0 else f"pghi-gl{n}") for n in (PGHI_GL_ITERS if "pghi" in baselines else ()))]
     for name in rows:  # every output path is confined to out_dir before anything is computed or written
         for u in utts:
             _audio_rel(out_dir, name, u.id)
