@@ -61,6 +61,11 @@ def _audio_rel(out_dir: Path, setting: str, uid: str) -> str:
     return confined_path(out_dir, "audio", setting, uid, suffix=".wav", what="utterance id").relative_to(out_dir).as_posix()
 
 
+def _pghi_name(gl_iters: int) -> str:
+    """The row of the PGHI baseline followed by `gl_iters` Griffin-Lim iterations: pghi, pghi-gl32."""
+    return "pghi" if gl_iters == 0 else f"pghi-gl{gl_iters}"
+
+
 def _timed(fn, device: torch.device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -163,7 +168,7 @@ def evaluate(
     utts = held_out_utterances(voc if voc is not None else Config().data, data_root, fmt, split, limit)
     rows = ["ground_truth", *(f"{fam}-{k}step" for fam, _, ks in models for k in ks),
             *(f"griffinlim-{n}" for n in (iters if "griffinlim" in baselines else ())),
-            *(("pghi" if n == 0 else f"pghi-gl{n}") for n in (PGHI_GL_ITERS if "pghi" in baselines else ()))]
+            *(_pghi_name(n) for n in (PGHI_GL_ITERS if "pghi" in baselines else ()))]
     for name in rows:  # every output path is confined to out_dir before anything is computed or written
         for u in utts:
             _audio_rel(out_dir, name, u.id)
@@ -232,7 +237,7 @@ def evaluate(
                         torch.device("cpu"))
     if "pghi" in baselines:
         for n in PGHI_GL_ITERS:
-            name = "pghi" if n == 0 else f"pghi-gl{n}"
+            name = _pghi_name(n)
             note = ("PGHI baseline: phase-gradient heap integration on the same mel's pseudo-inverse magnitude, "
                     "non-iterative (NFE 1 = its one synthesis; no network, no training)")
             if n:

@@ -47,6 +47,12 @@ def _masked(diff: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     return diff * m, m.flatten(1).sum(1)
 
 
+def _refuse_padding(name: str, mask: Optional[Tensor]) -> None:
+    """The whole-signal distances (STFT-, mel- and projection-based) cannot mask: refuse a padded batch."""
+    if mask is not None and not bool(mask.all()):
+        raise ValueError(f"the {name} distance does not support padded batches; use l2/l1/pseudo_huber")
+
+
 class L2(nn.Module):
     def forward(self, x: Tensor, y: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         d, n = _masked(x - y, mask)
@@ -101,8 +107,7 @@ class MRSTFT(nn.Module):
         mean over resolutions of ||Y - X||_F / ||Y||_F + mean |ln Y - ln X|, with
         magnitudes sqrt(max(re^2 + im^2, eps)) of a centred Hann STFT; batched in one STFT per
         resolution (auraloss itself reduces spectral convergence over the whole batch)."""
-        if mask is not None and not bool(mask.all()):
-            raise ValueError("the mrstft distance does not support padded batches; use l2/l1/pseudo_huber")
+        _refuse_padding("mrstft", mask)
         B = x.shape[0]
         xf, yf = x.float().reshape(-1, x.shape[-1]), y.float().reshape(-1, y.shape[-1])  # STFTs in fp32
         total = torch.zeros(B, device=x.device)
@@ -134,8 +139,7 @@ class MelL1(nn.Module):
         self.mel = mel
 
     def forward(self, x: Tensor, y: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        if mask is not None and not bool(mask.all()):
-            raise ValueError("the mel_l1 distance does not support padded batches; use l2/l1/pseudo_huber")
+        _refuse_padding("mel_l1", mask)
         B = x.shape[0]
         mx = self.mel(x.float().reshape(B, -1))
         my = self.mel(y.float().reshape(B, -1))
@@ -173,8 +177,7 @@ class PhaseDistance(nn.Module):
 
     def components(self, x: Tensor, y: Tensor, mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
         """(IP, GD, IAF), each (B,) in radians; `forward` is their sum."""
-        if mask is not None and not bool(mask.all()):
-            raise ValueError("the phase distance does not support padded batches; use l2/l1/pseudo_huber")
+        _refuse_padding("phase", mask)
         B = x.shape[0]
         win = self.window.to(x.device)
         X = torch.stft(x.float().reshape(B, -1), self.n_fft, self.hop, window=win, return_complex=True)
@@ -210,8 +213,7 @@ class ProjectionTarget(nn.Module):
         self.project = project
 
     def forward(self, x: Tensor, y: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        if mask is not None and not bool(mask.all()):
-            raise ValueError("the proj distance does not support padded batches; use l2/l1/pseudo_huber")
+        _refuse_padding("proj", mask)
         B = x.shape[0]
         xf = x.float().reshape(B, -1)
         with torch.no_grad():
